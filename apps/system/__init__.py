@@ -1,0 +1,1 @@
+"""Cross-cutting plumbing: errors, component heartbeats, health, status page, process supervisor."""

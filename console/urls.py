@@ -1,0 +1,14 @@
+"""URL map: pages per app, the API under /api/."""
+
+from django.urls import include, path
+
+from apps.system.views import home
+from console.api import api
+
+urlpatterns = [
+    path("", home, name="home"),
+    path("", include("apps.accounts.urls")),
+    path("audit/", include("apps.audit.urls")),
+    path("status/", include("apps.system.urls")),
+    path("api/", api.urls),
+]

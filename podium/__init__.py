@@ -1,0 +1,1 @@
+"""The node and client side of Podium: CLI, agent and training SDK (never imports Django)."""

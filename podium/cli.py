@@ -1,0 +1,41 @@
+"""The ``podium`` command.
+
+On a machine with the console installed, ``podium <command>`` runs that console
+management command (``podium up`` starts everything). This module must not import
+Django or the console: it only checks they are installed and hands over to them.
+"""
+
+import importlib.util
+import os
+import sys
+from collections.abc import Sequence
+
+USAGE = """\
+usage: podium <command> [options]
+
+  podium up        start the console here (web, worker, beat, embedded Redis); Ctrl-C stops it
+  podium help      list every console command
+  podium <command> --help
+"""
+
+
+def console_installed() -> bool:
+    """Whether Django and the console package can be imported by this Python."""
+    return all(importlib.util.find_spec(name) is not None for name in ("django", "console"))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Print the usage, or replace this process with ``python -m console <args>``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in {"-h", "--help"}:
+        sys.stdout.write(USAGE)
+        return
+    if not console_installed():
+        sys.stderr.write(
+            "podium: the console is not installed on this machine "
+            "(no django or console package for this Python)\n"
+        )
+        raise SystemExit(2)
+    sys.stdout.flush()
+    # Runs this same interpreter on the console's own entry point with the user's arguments.
+    os.execv(sys.executable, [sys.executable, "-m", "console", *args])  # noqa: S606
