@@ -9,7 +9,7 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
     from django.core.management import execute_from_command_line
 
-    execute_from_command_line([sys.argv[0], *sys.argv[1:]])
+    execute_from_command_line(["podium", *sys.argv[1:]])
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    "apps.audit.middleware.RequestContextMiddleware",
+    "apps.audit.middleware.request_context_middleware",
 ]
 
 ROOT_URLCONF = "console.urls"
@@ -150,7 +150,8 @@ CACHES = {
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
 
 # Celery: thin tasks, JSON only, acknowledged after they finish.
-CELERY_BROKER_URL = REDIS_URL
+# Kombu names a Redis unix socket redis+socket://, where redis-py and Channels say unix://.
+CELERY_BROKER_URL = REDIS_URL.replace("unix://", "redis+socket://", 1)
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
@@ -187,6 +188,7 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATICFILES_FINDERS = [
     "django.contrib.staticfiles.finders.FileSystemFinder",

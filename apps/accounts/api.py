@@ -46,7 +46,11 @@ def _token_out(token: ApiToken, plaintext: str | None = None) -> dict:
 @auth_router.post("/token", auth=None, response={201: TokenCreatedOut})
 def token_login(request: HttpRequest, payload: TokenLoginIn) -> tuple[int, dict]:
     """Exchange a username and password for an API token (rate limited)."""
-    user = services.credentials_check(username=payload.username, password=payload.password)
+    user = services.credentials_check(
+        username=payload.username,
+        password=payload.password,
+        ip=request.META.get("REMOTE_ADDR"),
+    )
     token, plaintext = services.token_create(
         actor=user, name=payload.name, expires_in_days=payload.expires_in_days
     )

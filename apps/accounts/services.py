@@ -13,7 +13,6 @@ from apps.accounts.models import ApiToken, Membership, Role, User, Workspace
 from apps.accounts.ratelimit import login_attempt_check, login_attempts_reset
 from apps.accounts.selectors import membership_role
 from apps.accounts.tokens import token_matches, token_mint, token_prefix
-from apps.audit.context import origin_get
 from apps.audit.services import audit_record
 from apps.system.errors import (
     ApplicationError,
@@ -147,14 +146,14 @@ def password_change(*, actor: User, old_password: str, new_password: str) -> Use
     return actor
 
 
-def credentials_check(*, username: str, password: str) -> User:
+def credentials_check(*, username: str, password: str, ip: str | None) -> User:
     """The active user these credentials belong to, rate limited per address and name."""
     username = (username or "").strip()
     if not username:
         raise ApplicationError("Username is required.", field="username")
     if not password:
         raise ApplicationError("Password is required.", field="password")
-    login_attempt_check(ip=origin_get().ip, username=username)
+    login_attempt_check(ip=ip, username=username)
     user = authenticate(username=username, password=password)
     if user is None or not isinstance(user, User):
         raise ApplicationError("Wrong username or password.", field="password")

@@ -57,7 +57,9 @@ def login_view(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             user = services.credentials_check(
-                username=form.cleaned_data["username"], password=form.cleaned_data["password"]
+                username=form.cleaned_data["username"],
+                password=form.cleaned_data["password"],
+                ip=request.META.get("REMOTE_ADDR"),
             )
         except ApplicationError as exc:
             _form_error(form, exc)

@@ -1,9 +1,10 @@
 """Records each request's client address and user agent for the audit log."""
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest, HttpResponse
+from django.utils.decorators import sync_and_async_middleware
 
 from apps.audit.context import RequestOrigin, current_origin
 
@@ -16,29 +17,26 @@ def request_origin(request: HttpRequest) -> RequestOrigin:
     )
 
 
-class RequestContextMiddleware:
+@sync_and_async_middleware
+def request_context_middleware(get_response: Callable) -> Callable:
     """Sets the request origin for the duration of the request, sync or async."""
+    if iscoroutinefunction(get_response):
 
-    sync_capable = True
-    async_capable = True
+        async def async_middleware(request: HttpRequest) -> HttpResponse:
+            token = current_origin.set(request_origin(request))
+            try:
+                response: Awaitable[HttpResponse] = get_response(request)
+                return await response
+            finally:
+                current_origin.reset(token)
 
-    def __init__(self, get_response: Callable) -> None:
-        self.get_response = get_response
-        if iscoroutinefunction(get_response):
-            markcoroutinefunction(self)
+        return async_middleware
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        if iscoroutinefunction(self):
-            return self.__acall__(request)  # type: ignore[return-value]
+    def middleware(request: HttpRequest) -> HttpResponse:
         token = current_origin.set(request_origin(request))
         try:
-            return self.get_response(request)
+            return get_response(request)
         finally:
             current_origin.reset(token)
 
-    async def __acall__(self, request: HttpRequest) -> HttpResponse:
-        token = current_origin.set(request_origin(request))
-        try:
-            return await self.get_response(request)
-        finally:
-            current_origin.reset(token)
+    return middleware

@@ -56,7 +56,7 @@ def redis_client() -> redis.Redis:
 def async_redis_client() -> aioredis.Redis:
     """An asyncio client with the same timeouts, for the web process's own loop."""
     return aioredis.Redis.from_url(
-        settings.REDIS_URL, socket_connect_timeout=0.5, socket_timeout=0.5
+        settings.REDIS_URL, socket_connect_timeout=0.5, socket_timeout=0.5, decode_responses=True
     )
 
 

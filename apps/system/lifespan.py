@@ -33,8 +33,7 @@ async def _leader(client: aioredis.Redis, me: str, ttl_ms: int) -> bool:
     """Take or keep the status-watcher role; True while this process holds it."""
     if await client.set(LEADER_KEY, me, nx=True, px=ttl_ms):
         return True
-    holder = await client.get(LEADER_KEY)
-    if holder is not None and holder.decode() == me:
+    if await client.get(LEADER_KEY) == me:
         await client.pexpire(LEADER_KEY, ttl_ms)
         return True
     return False

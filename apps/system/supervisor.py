@@ -14,8 +14,6 @@ Standard library only, no Django, so it can be tested with tiny child processes.
 - ``<data dir>/up.lock`` (``flock``) keeps two supervisors off one data directory.
 """
 
-from __future__ import annotations
-
 import contextlib
 import ctypes
 import fcntl
@@ -208,7 +206,7 @@ class Supervisor:
         self.lock = DataDirLock(self.data_dir)
         self._children: list[_Child] = []
         self._old_groups: set[int] = set()
-        self._stop_signal: int | None = None
+        self._stop_reason: str | None = None
         self._kill_now = False
         self._prctl = _load_prctl()
 
@@ -242,14 +240,14 @@ class Supervisor:
         for child in self._children:
             child.pid_path.unlink(missing_ok=True)
         self._old_groups = set()
-        self._stop_signal = None
+        self._stop_reason = None
         self._kill_now = False
         previous = {signum: signal.signal(signum, self._on_signal) for signum in _STOP_SIGNALS}
         if self._prctl is not None:
             self._prctl(_PR_SET_CHILD_SUBREAPER, 1)
         try:
             self._start_all()
-            if self._stop_signal is None and on_ready is not None:
+            if self._stop_reason is None and on_ready is not None:
                 on_ready()
             self._supervise()
         finally:
@@ -262,9 +260,14 @@ class Supervisor:
                     signal.signal(signum, handler)
                 self.lock.release()
 
+    def request_stop(self) -> None:
+        """Make ``run`` stop its processes and return, as a first SIGTERM does."""
+        if self._stop_reason is None:
+            self._stop_reason = "Stop requested"
+
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if self._stop_signal is None:
-            self._stop_signal = signum
+        if self._stop_reason is None:
+            self._stop_reason = f"Received {signal.Signals(signum).name}"
         else:
             self._kill_now = True
 
@@ -277,16 +280,19 @@ class Supervisor:
         with child.log_path.open("ab", buffering=0) as log:
             child.log_start = log.tell()
             log.write(f"--- {stamp} starting {spec.name}: {shlex.join(spec.argv)}\n".encode())
-            # The argv comes from the caller's ProcessSpec, never from a shell string.
-            proc = subprocess.Popen(  # noqa: S603
-                list(spec.argv),
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=self._child_setup(),
-            )
+            try:
+                # The argv comes from the caller's ProcessSpec, never from a shell string.
+                proc = subprocess.Popen(  # noqa: S603
+                    list(spec.argv),
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=self._child_setup(),
+                )
+            except OSError as exc:
+                raise StartupError(f"cannot start {spec.name}: {exc}") from exc
         child.proc = proc
         child.restart_at = None
         tmp = child.pid_path.with_suffix(".pid.tmp")
@@ -329,14 +335,15 @@ class Supervisor:
 
     def _start_all(self) -> None:
         for child in self._children:
-            if self._stop_signal is not None:
+            if self._stop_reason is not None:
                 return
             started = time.monotonic()
             proc = self._spawn(child)
             if not self._wait_ready(child, proc, started):
                 return
+            state = "started" if child.spec.ready is None else "is up"
             self.out(
-                f"  {child.spec.name} is up (pid {proc.pid}, "
+                f"  {child.spec.name} {state} (pid {proc.pid}, "
                 f"{time.monotonic() - started:.1f} s); log: {child.log_path}"
             )
 
@@ -345,7 +352,7 @@ class Supervisor:
         spec = child.spec
         deadline = started + spec.ready_timeout
         problem: Exception | None = None
-        while self._stop_signal is None:
+        while self._stop_reason is None:
             self._reap()
             if proc.returncode is not None:
                 raise StartupError(
@@ -362,14 +369,14 @@ class Supervisor:
             if time.monotonic() >= deadline:
                 reason = f" (last check: {problem})" if problem else ""
                 raise StartupError(
-                    f"{spec.name} was not ready after {spec.ready_timeout:.0f} s{reason};"
+                    f"{spec.name} was not ready after {spec.ready_timeout:g} s{reason};"
                     f" last lines of {child.log_path}:\n{self._tail(child)}"
                 )
             time.sleep(self.poll_interval)
         return False
 
     def _supervise(self) -> None:
-        while self._stop_signal is None:
+        while self._stop_reason is None:
             self._reap()
             now = time.monotonic()
             for child in self._children:
@@ -382,8 +389,7 @@ class Supervisor:
                     proc = self._spawn(child)
                     self.out(f"Restarted {child.spec.name} (pid {proc.pid}).")
             time.sleep(self.poll_interval)
-        name = signal.Signals(self._stop_signal).name
-        self.out(f"Received {name}; stopping (send it again to kill at once).")
+        self.out(f"{self._stop_reason}; stopping (signal again to kill at once).")
 
     def _on_crash(self, child: _Child, proc: subprocess.Popen[bytes], now: float) -> None:
         name = child.spec.name
@@ -400,7 +406,7 @@ class Supervisor:
         child.exits.append(now)
         if len(child.exits) > self.max_restarts:
             raise RestartLimitError(
-                f"{name} exited {len(child.exits)} times within {self.restart_window:.0f} s; "
+                f"{name} exited {len(child.exits)} times within {self.restart_window:g} s; "
                 f"giving up and stopping everything. See {child.log_path}."
             )
         delay = min(self.restart_backoff * 2 ** (len(child.exits) - 1), _MAX_BACKOFF)
@@ -408,7 +414,7 @@ class Supervisor:
         self.out(
             f"Restarting {name} in {delay:.1f} s "
             f"(restart {len(child.exits)} of at most {self.max_restarts} "
-            f"in {self.restart_window:.0f} s)."
+            f"in {self.restart_window:g} s)."
         )
 
     def _stop_all(self) -> None:
@@ -439,7 +445,7 @@ class Supervisor:
             expired = time.monotonic() >= deadline
             if sent != signal.SIGKILL and (self._kill_now or expired):
                 if not self._kill_now:
-                    self.out(f"  {name} did not stop within {self.stop_timeout:.0f} s; killing it")
+                    self.out(f"  {name} did not stop within {self.stop_timeout:g} s; killing it")
                 sent = signal.SIGKILL
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pgid, sent)

