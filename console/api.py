@@ -77,8 +77,6 @@ def validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse
     first = exc.errors[0] if exc.errors else {}
     field = _field_of(list(first.get("loc", [])))
     message = first.get("msg", "Invalid input.")
-    if first.get("type") == "json_invalid" or (field is None and "JSON" in message):
-        return _error(request, 400, "The request body is not valid JSON.", None)
     detail = f"{field}: {message}" if field else message
     return _error(request, 422, detail, field)
 

@@ -89,6 +89,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "apps.audit.middleware.request_context_middleware",
+    "apps.system.middleware.ApplicationErrorPagesMiddleware",
 ]
 
 ROOT_URLCONF = "console.urls"

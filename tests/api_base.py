@@ -11,6 +11,29 @@ to read back what the resource holds. It gets these tests for free:
 - every successful mutation writes exactly one audit entry (actor, action, workspace, ip);
 - lists are paginated (``{"items", "count"}`` with ``limit`` and ``offset``): mix in
   ``PaginatedListTests``.
+
+For example::
+
+    class TestJobAPI(WorkspaceScopedAPITests, PaginatedListTests):
+        operations = [
+            Operation("list", "get", lambda ws, job: f"/api/workspaces/{ws.pk}/jobs"),
+            Operation(
+                "submit", "post", lambda ws, job: f"/api/workspaces/{ws.pk}/jobs",
+                payload=lambda ws, job: {"gpus": 1}, audit_action="job.submit", status=201,
+            ),
+            Operation(
+                "cancel", "post", lambda ws, job: f"/api/jobs/{job.pk}/cancel",
+                audit_action="job.cancel",
+            ),
+        ]
+        bad_inputs = [BadInput("submit", lambda ws, job: {"gpus": -1}, "gpus")]
+        list_url = staticmethod(lambda ws: f"/api/workspaces/{ws.pk}/jobs")
+
+        def make_object(self, workspace):
+            return job_factory(workspace=workspace)
+
+        def snapshot(self, workspace):
+            return sorted(workspace.jobs.values_list("id", "state"))
 """
 
 import json
@@ -79,11 +102,13 @@ class WorkspaceScopedAPITests:
         raise NotImplementedError
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        """``operation`` runs a test once per operation, ``mutation`` once per mutating one."""
         if "operation" in metafunc.fixturenames:
-            wanted = self.operations
-            if metafunc.function.__name__.startswith(("test_viewer", "test_mutation")):
-                wanted = [op for op in self.operations if op.mutates]
-            metafunc.parametrize("operation", wanted, ids=[op.name for op in wanted])
+            ids = [op.name for op in self.operations]
+            metafunc.parametrize("operation", self.operations, ids=ids)
+        if "mutation" in metafunc.fixturenames:
+            mutations = [op for op in self.operations if op.mutates]
+            metafunc.parametrize("mutation", mutations, ids=[op.name for op in mutations])
         if "bad_input" in metafunc.fixturenames:
             ids = [f"{bad.operation}-{bad.field}" for bad in self.bad_inputs]
             metafunc.parametrize("bad_input", self.bad_inputs, ids=ids)
@@ -103,7 +128,7 @@ class WorkspaceScopedAPITests:
 
     def test_viewer_cannot_mutate(
         self,
-        operation: Operation,
+        mutation: Operation,
         workspace: Workspace,
         viewer: User,
         api_client: Callable[[User], Client],
@@ -111,7 +136,7 @@ class WorkspaceScopedAPITests:
         obj = self.make_object(workspace)
         client = api_client(viewer)
         before, audit_count = self.snapshot(workspace), AuditEntry.objects.count()
-        response = call(client, operation, workspace, obj)
+        response = call(client, mutation, workspace, obj)
         assert response.status_code == 403, response.content
         assert response.json()["detail"]
         self._unchanged(workspace, before, audit_count)
@@ -166,7 +191,7 @@ class WorkspaceScopedAPITests:
 
     def test_mutation_is_audited(
         self,
-        operation: Operation,
+        mutation: Operation,
         workspace: Workspace,
         ws_admin: User,
         api_client: Callable[[User], Client],
@@ -174,13 +199,13 @@ class WorkspaceScopedAPITests:
         obj = self.make_object(workspace)
         client = api_client(ws_admin)
         before = set(AuditEntry.objects.values_list("pk", flat=True))
-        response = call(client, operation, workspace, obj)
-        assert response.status_code == operation.status, response.content
+        response = call(client, mutation, workspace, obj)
+        assert response.status_code == mutation.status, response.content
         written = AuditEntry.objects.exclude(pk__in=before)
         assert written.count() == 1
         entry = written.get()
         assert entry.actor == ws_admin
-        assert entry.action == operation.audit_action
+        assert entry.action == mutation.audit_action
         assert entry.workspace == workspace
         assert entry.ip == CLIENT_IP
 

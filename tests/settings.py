@@ -15,7 +15,7 @@ if not os.environ.get("PODIUM_DATA_DIR"):
     os.environ["PODIUM_DATA_DIR"] = _data_dir
     atexit.register(shutil.rmtree, _data_dir, ignore_errors=True)
 
-from console.settings import *  # noqa: E402, F403
+from console.settings import *  # noqa: F403
 
 # Hashing passwords at full strength would dominate the run; tests only need them checked.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

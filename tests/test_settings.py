@@ -57,7 +57,7 @@ def test_by_default_everything_lives_in_the_data_directory(
     loaded = load_settings(monkeypatch, tmp_path)
 
     assert loaded.DATABASES["default"]["NAME"] == str(tmp_path / "podium.sqlite3")
-    assert loaded.REDIS_URL == f"unix://{tmp_path / 'redis.sock'}"
+    assert f"unix://{tmp_path / 'redis.sock'}" == loaded.REDIS_URL
     assert loaded.REDIS_IS_EMBEDDED
 
 
@@ -80,6 +80,6 @@ def test_an_external_redis_is_used_everywhere(
     loaded = load_settings(monkeypatch, tmp_path, REDIS_URL=url)
 
     assert not loaded.REDIS_IS_EMBEDDED
-    assert loaded.CELERY_BROKER_URL == url
+    assert url == loaded.CELERY_BROKER_URL
     assert loaded.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] == [url]
     assert loaded.CACHES["default"]["LOCATION"] == url

@@ -44,7 +44,7 @@ def _token_out(token: ApiToken, plaintext: str | None = None) -> dict:
 
 
 @auth_router.post("/token", auth=None, response={201: TokenCreatedOut})
-def token_login(request: HttpRequest, payload: TokenLoginIn) -> tuple[int, dict]:
+def token_login(request: HttpRequest, payload: TokenLoginIn) -> dict:
     """Exchange a username and password for an API token (rate limited)."""
     user = services.credentials_check(
         username=payload.username,
@@ -54,7 +54,7 @@ def token_login(request: HttpRequest, payload: TokenLoginIn) -> tuple[int, dict]
     token, plaintext = services.token_create(
         actor=user, name=payload.name, expires_in_days=payload.expires_in_days
     )
-    return 201, _token_out(token, plaintext)
+    return _token_out(token, plaintext)
 
 
 @auth_router.get("/me", response=MeOut)
@@ -80,13 +80,13 @@ def workspace_list(request: HttpRequest) -> list[Workspace]:
 
 
 @workspaces_router.post("", response={201: WorkspaceOut})
-def workspace_create(request: HttpRequest, payload: WorkspaceIn) -> tuple[int, Workspace]:
+def workspace_create(request: HttpRequest, payload: WorkspaceIn) -> Workspace:
     """Create a workspace (platform admins); you become its workspace admin."""
     user = _user(request)
     workspace = services.workspace_create(
         actor=user, name=payload.name, description=payload.description
     )
-    return 201, selectors.workspace_get(user=user, workspace_id=workspace.pk)
+    return selectors.workspace_get(user=user, workspace_id=workspace.pk)
 
 
 @workspaces_router.get("/{int:workspace_id}", response=WorkspaceOut)
@@ -116,15 +116,12 @@ def member_list(request: HttpRequest, workspace_id: int) -> list[Membership]:
 
 
 @workspaces_router.post("/{int:workspace_id}/members", response={201: MemberOut})
-def member_add(
-    request: HttpRequest, workspace_id: int, payload: MemberIn
-) -> tuple[int, Membership]:
+def member_add(request: HttpRequest, workspace_id: int, payload: MemberIn) -> Membership:
     """Add a user to a workspace with a role (workspace admins)."""
     user = _user(request)
     workspace = selectors.workspace_get(user=user, workspace_id=workspace_id)
-    new_member = selectors.user_get_by_username(username=payload.username)
-    return 201, services.member_add(
-        actor=user, workspace=workspace, user=new_member, role=payload.role
+    return services.member_add(
+        actor=user, workspace=workspace, username=payload.username, role=payload.role
     )
 
 
@@ -140,13 +137,12 @@ def member_update(
 
 
 @workspaces_router.delete("/{int:workspace_id}/members/{int:user_id}", response={204: None})
-def member_remove(request: HttpRequest, workspace_id: int, user_id: int) -> tuple[int, None]:
+def member_remove(request: HttpRequest, workspace_id: int, user_id: int) -> None:
     """Remove a member (workspace admins); the last workspace admin stays."""
     user = _user(request)
     workspace = selectors.workspace_get(user=user, workspace_id=workspace_id)
     membership = selectors.member_get(user=user, workspace=workspace, user_id=user_id)
     services.member_remove(actor=user, membership=membership)
-    return 204, None
 
 
 # Personal API tokens -----------------------------------------------------------------------
@@ -160,20 +156,19 @@ def token_list(request: HttpRequest) -> list[ApiToken]:
 
 
 @tokens_router.post("", response={201: TokenCreatedOut})
-def token_create(request: HttpRequest, payload: TokenIn) -> tuple[int, dict]:
+def token_create(request: HttpRequest, payload: TokenIn) -> dict:
     """Create a token; its secret is in this response only."""
     token, plaintext = services.token_create(
         actor=_user(request), name=payload.name, expires_in_days=payload.expires_in_days
     )
-    return 201, _token_out(token, plaintext)
+    return _token_out(token, plaintext)
 
 
 @tokens_router.delete("/{int:token_id}", response={204: None})
-def token_revoke(request: HttpRequest, token_id: int) -> tuple[int, None]:
+def token_revoke(request: HttpRequest, token_id: int) -> None:
     """Revoke one of your tokens; it is refused from then on."""
     user = _user(request)
     services.token_revoke(actor=user, token=selectors.token_get(user=user, token_id=token_id))
-    return 204, None
 
 
 # Users (platform admins) -------------------------------------------------------------------
@@ -187,9 +182,9 @@ def user_list(request: HttpRequest) -> list[User]:
 
 
 @users_router.post("", response={201: UserOut})
-def user_create(request: HttpRequest, payload: UserIn) -> tuple[int, User]:
+def user_create(request: HttpRequest, payload: UserIn) -> User:
     """Add a user (platform admins)."""
-    return 201, services.user_create(
+    return services.user_create(
         actor=_user(request),
         username=payload.username,
         password=payload.password,

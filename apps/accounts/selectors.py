@@ -7,7 +7,7 @@ never as forbidden, so its existence is not revealed.
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 
 from apps.accounts.models import ApiToken, Membership, Role, User, Workspace
-from apps.system.errors import NotFoundError, PermissionDeniedError
+from apps.system.errors import ApplicationError, NotFoundError, PermissionDeniedError
 
 __all__ = [
     "User",
@@ -113,8 +113,8 @@ def user_get(*, actor: User, user_id: int) -> User:
 
 
 def user_get_by_username(*, username: str) -> User:
-    """An active user by name, to add as a member; NotFoundError naming ``username``."""
+    """An active user by name, to add as a member; a 400 naming ``username`` if there is none."""
     try:
         return User.objects.get(username__iexact=username.strip(), is_active=True)
     except User.DoesNotExist:
-        raise NotFoundError(f"No active user named {username!r}.", field="username") from None
+        raise ApplicationError(f"No active user named {username!r}.", field="username") from None

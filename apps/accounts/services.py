@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from apps.accounts.models import ApiToken, Membership, Role, User, Workspace
 from apps.accounts.ratelimit import login_attempt_check, login_attempts_reset
-from apps.accounts.selectors import membership_role
+from apps.accounts.selectors import membership_role, user_get_by_username
 from apps.accounts.tokens import token_matches, token_mint, token_prefix
 from apps.audit.services import audit_record
 from apps.system.errors import (
@@ -234,10 +234,11 @@ def _admins_left_without(membership: Membership) -> int:
 
 
 @transaction.atomic
-def member_add(*, actor: User, workspace: Workspace, user: User, role: Role | str) -> Membership:
-    """A workspace admin adds ``user`` with ``role``."""
+def member_add(*, actor: User, workspace: Workspace, username: str, role: Role | str) -> Membership:
+    """A workspace admin adds the active user named ``username`` with ``role``."""
     _require_workspace_admin(actor, workspace)
     role = _role(role)
+    user = user_get_by_username(username=username)
     if Membership.objects.filter(workspace=workspace, user=user).exists():
         raise ConflictError(f"{user.username} is already a member.", field="username")
     membership = Membership.objects.create(workspace=workspace, user=user, role=role)

@@ -36,7 +36,14 @@ def _user(request: HttpRequest) -> User:
     return request.user
 
 
+def _access_error_reraise(exc: ApplicationError) -> None:
+    """Let a refusal reach the error-pages middleware (403/404) instead of a form error."""
+    if isinstance(exc, NotFoundError | PermissionDeniedError):
+        raise exc
+
+
 def _form_error(form: Form, exc: ApplicationError) -> None:
+    _access_error_reraise(exc)
     form.add_error(exc.field if exc.field in form.fields else None, exc.message)
 
 
@@ -148,10 +155,7 @@ def _render_members(request: HttpRequest, workspace_id: int, **extra: object) ->
 @login_required
 @require_http_methods(["GET", "POST"])
 def workspace_detail(request: HttpRequest, workspace_id: int) -> HttpResponse:
-    try:
-        context = _members_context(request, workspace_id)
-    except NotFoundError:
-        return render(request, "404.html", status=404)
+    context = _members_context(request, workspace_id)
     form = WorkspaceForm(
         request.POST or None,
         initial={
@@ -179,16 +183,15 @@ def workspace_detail(request: HttpRequest, workspace_id: int) -> HttpResponse:
 @require_POST
 def member_add(request: HttpRequest, workspace_id: int) -> HttpResponse:
     user = _user(request)
-    try:
-        workspace = selectors.workspace_get(user=user, workspace_id=workspace_id)
-    except NotFoundError:
-        return render(request, "404.html", status=404)
+    workspace = selectors.workspace_get(user=user, workspace_id=workspace_id)
     form = MemberAddForm(request.POST)
     if form.is_valid():
         try:
-            new_member = selectors.user_get_by_username(username=form.cleaned_data["username"])
             services.member_add(
-                actor=user, workspace=workspace, user=new_member, role=form.cleaned_data["role"]
+                actor=user,
+                workspace=workspace,
+                username=form.cleaned_data["username"],
+                role=form.cleaned_data["role"],
             )
         except ApplicationError as exc:
             _form_error(form, exc)
@@ -202,15 +205,14 @@ def member_add(request: HttpRequest, workspace_id: int) -> HttpResponse:
 def member_role(request: HttpRequest, workspace_id: int, user_id: int) -> HttpResponse:
     user = _user(request)
     form = MemberRoleForm(request.POST)
+    workspace = selectors.workspace_get(user=user, workspace_id=workspace_id)
+    membership = selectors.member_get(user=user, workspace=workspace, user_id=user_id)
     try:
-        workspace = selectors.workspace_get(user=user, workspace_id=workspace_id)
-        membership = selectors.member_get(user=user, workspace=workspace, user_id=user_id)
         if not form.is_valid():
             raise ApplicationError("Choose a valid role.", field="role")
         services.member_role_set(actor=user, membership=membership, role=form.cleaned_data["role"])
-    except NotFoundError:
-        return render(request, "404.html", status=404)
     except ApplicationError as exc:
+        _access_error_reraise(exc)
         return _render_members(request, workspace_id, error=exc.message)
     return _render_members(request, workspace_id)
 
@@ -219,13 +221,12 @@ def member_role(request: HttpRequest, workspace_id: int, user_id: int) -> HttpRe
 @require_POST
 def member_remove(request: HttpRequest, workspace_id: int, user_id: int) -> HttpResponse:
     user = _user(request)
+    workspace = selectors.workspace_get(user=user, workspace_id=workspace_id)
+    membership = selectors.member_get(user=user, workspace=workspace, user_id=user_id)
     try:
-        workspace = selectors.workspace_get(user=user, workspace_id=workspace_id)
-        membership = selectors.member_get(user=user, workspace=workspace, user_id=user_id)
         services.member_remove(actor=user, membership=membership)
-    except NotFoundError:
-        return render(request, "404.html", status=404)
     except ApplicationError as exc:
+        _access_error_reraise(exc)
         return _render_members(request, workspace_id, error=exc.message)
     return _render_members(request, workspace_id)
 
@@ -269,12 +270,9 @@ def token_list(request: HttpRequest) -> HttpResponse:
 @require_POST
 def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     user = _user(request)
-    try:
-        token = services.token_revoke(
-            actor=user, token=selectors.token_get(user=user, token_id=token_id)
-        )
-    except NotFoundError:
-        return render(request, "404.html", status=404)
+    token = services.token_revoke(
+        actor=user, token=selectors.token_get(user=user, token_id=token_id)
+    )
     messages.success(request, f"Token {token.name} revoked.")
     return redirect("accounts:token_list")
 
@@ -286,10 +284,7 @@ def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def user_list(request: HttpRequest) -> HttpResponse:
     actor = _user(request)
-    try:
-        users = selectors.user_list(actor=actor)
-    except PermissionDeniedError:
-        return render(request, "403.html", status=403)
+    users = selectors.user_list(actor=actor)
     form = UserCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -310,8 +305,8 @@ def user_list(request: HttpRequest) -> HttpResponse:
 @require_POST
 def user_update(request: HttpRequest, user_id: int) -> HttpResponse:
     actor = _user(request)
+    user = selectors.user_get(actor=actor, user_id=user_id)
     try:
-        user = selectors.user_get(actor=actor, user_id=user_id)
         action = request.POST.get("action")
         if action == "password":
             password_form = UserPasswordForm(request.POST)
@@ -329,10 +324,7 @@ def user_update(request: HttpRequest, user_id: int) -> HttpResponse:
             messages.success(request, f"{user.username} {action}d.")
         else:
             raise ApplicationError("Unknown action.", field="action")
-    except PermissionDeniedError:
-        return render(request, "403.html", status=403)
-    except NotFoundError:
-        return render(request, "404.html", status=404)
     except ApplicationError as exc:
+        _access_error_reraise(exc)
         messages.error(request, exc.message)
     return redirect("accounts:user_list")

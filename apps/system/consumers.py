@@ -1,6 +1,6 @@
 """Browser websocket for the live status page."""
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from apps.system.broadcast import STATUS_GROUP, status_html
@@ -19,7 +19,7 @@ class StatusConsumer(AsyncWebsocketConsumer):
             return
         await self.channel_layer.group_add(STATUS_GROUP, self.channel_name)
         await self.accept()
-        html = await sync_to_async(lambda: status_html(system_status()))()
+        html = await database_sync_to_async(lambda: status_html(system_status()))()
         await self.send(text_data=html)
 
     async def disconnect(self, code: int) -> None:

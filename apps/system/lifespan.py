@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 
 from apps.system.broadcast import status_broadcast, status_html
@@ -63,7 +63,7 @@ async def status_loop(started_at: float) -> None:
                 failing = True
                 leader = False
             if leader:
-                fingerprint, html = await sync_to_async(_render_status)()
+                fingerprint, html = await database_sync_to_async(_render_status)()
                 if fingerprint != last_fingerprint:
                     last_fingerprint = fingerprint
                     with contextlib.suppress(Exception):

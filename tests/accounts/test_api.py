@@ -87,18 +87,22 @@ def test_an_oversized_body_is_a_413(member: User) -> None:
     assert not ApiToken.objects.exists()
 
 
-def test_token_requests_are_rate_limited(
-    member: User, rate_limit: Callable[[int], None]
-) -> None:
+def test_token_requests_are_rate_limited(member: User, rate_limit: Callable[[int], None]) -> None:
     rate_limit(3)
     for attempt in range(3):
         response = post_json(
-            Client(), "/api/auth/token", {"username": "bob", "password": "wrong"}, REMOTE_ADDR=f"10.0.0.{attempt}"
+            Client(),
+            "/api/auth/token",
+            {"username": "bob", "password": "wrong"},
+            REMOTE_ADDR=f"10.0.0.{attempt}",
         )
         assert response.status_code == 400
 
     response = post_json(
-        Client(), "/api/auth/token", {"username": "bob", "password": PASSWORD}, REMOTE_ADDR="10.0.1.1"
+        Client(),
+        "/api/auth/token",
+        {"username": "bob", "password": PASSWORD},
+        REMOTE_ADDR="10.0.1.1",
     )
 
     assert response.status_code == 429
@@ -377,7 +381,9 @@ def test_a_user_patch_with_a_weak_password_changes_nothing(
     assert member.check_password(PASSWORD)
 
 
-def test_an_unknown_user_is_a_404(platform_admin: User, api_client: Callable[[User], Client]) -> None:
+def test_an_unknown_user_is_a_404(
+    platform_admin: User, api_client: Callable[[User], Client]
+) -> None:
     response = api_client(platform_admin).patch(
         "/api/users/99999", json.dumps({"is_admin": True}), content_type="application/json"
     )

@@ -120,7 +120,7 @@ def test_workspace_admin_adds_changes_and_removes_a_member(
     dave = make_user("dave")
 
     membership = services.member_add(
-        actor=cast.ws_admin, workspace=cast.workspace, user=dave, role="viewer"
+        actor=cast.ws_admin, workspace=cast.workspace, username=dave.username, role="viewer"
     )
     services.member_role_set(actor=cast.ws_admin, membership=membership, role=Role.MEMBER)
     assert Membership.objects.get(user=dave).role == Role.MEMBER
@@ -137,7 +137,10 @@ def test_platform_admin_acts_as_workspace_admin_without_membership(
     cast: Cast, make_user: Callable[..., User]
 ) -> None:
     membership = services.member_add(
-        actor=cast.platform_admin, workspace=cast.workspace, user=make_user(), role="member"
+        actor=cast.platform_admin,
+        workspace=cast.workspace,
+        username=make_user().username,
+        role="member",
     )
 
     assert membership.role == Role.MEMBER
@@ -152,7 +155,9 @@ def test_members_and_viewers_cannot_manage_members(
     before = sorted(cast.workspace.memberships.values_list("user_id", "role"))
 
     with pytest.raises(PermissionDeniedError):
-        services.member_add(actor=actor, workspace=cast.workspace, user=make_user(), role="admin")
+        services.member_add(
+            actor=actor, workspace=cast.workspace, username=make_user().username, role="admin"
+        )
     with pytest.raises(PermissionDeniedError):
         services.member_role_set(actor=actor, membership=target, role="admin")
     with pytest.raises(PermissionDeniedError):
@@ -188,7 +193,10 @@ def test_the_last_admin_may_step_down_once_there_is_another(cast: Cast) -> None:
 def test_adding_someone_twice_is_a_conflict(cast: Cast) -> None:
     with pytest.raises(ConflictError) as caught:
         services.member_add(
-            actor=cast.ws_admin, workspace=cast.workspace, user=cast.member, role="admin"
+            actor=cast.ws_admin,
+            workspace=cast.workspace,
+            username=cast.member.username,
+            role="admin",
         )
 
     assert caught.value.field == "username"
@@ -198,7 +206,10 @@ def test_adding_someone_twice_is_a_conflict(cast: Cast) -> None:
 def test_an_unknown_role_names_the_role_field(cast: Cast, make_user: Callable[..., User]) -> None:
     with pytest.raises(ApplicationError) as caught:
         services.member_add(
-            actor=cast.ws_admin, workspace=cast.workspace, user=make_user(), role="owner"
+            actor=cast.ws_admin,
+            workspace=cast.workspace,
+            username=make_user().username,
+            role="owner",
         )
 
     assert caught.value.field == "role"

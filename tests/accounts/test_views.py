@@ -395,7 +395,9 @@ def test_a_bad_token_form_is_a_400_naming_the_field(
     assert not ApiToken.objects.exists()
 
 
-def test_revoking_a_token_from_the_page(member: User, session_client: Callable[..., Client]) -> None:
+def test_revoking_a_token_from_the_page(
+    member: User, session_client: Callable[..., Client]
+) -> None:
     client = session_client(member)
     client.post("/tokens/", {"name": "laptop"})
     token = ApiToken.objects.get(name="laptop")
@@ -505,3 +507,15 @@ def test_a_wrong_old_password_is_shown_on_its_field(
     assert page.index("has-error") < page.index('name="old_password"') < page.index("is wrong")
     member.refresh_from_db()
     assert member.check_password(PASSWORD)
+
+
+def test_a_disabled_users_session_ends(
+    platform_admin: User, member: User, session_client: Callable[..., Client]
+) -> None:
+    client = session_client(member)
+    assert client.get("/workspaces/").status_code == 200
+
+    session_client(platform_admin).post(f"/users/{member.pk}/", {"action": "disable"})
+
+    assert client.get("/workspaces/").status_code == 302
+    assert client.get("/api/auth/me").status_code == 401

@@ -4,7 +4,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.test import Client
+from channels.db import database_sync_to_async
+from django.test import AsyncClient, Client
 from django.utils import timezone
 
 from apps.accounts import services
@@ -62,9 +63,7 @@ def test_sign_in_and_out_are_recorded(member: User, session_client: Callable[...
     assert actions == [("session.login", "192.0.2.11"), ("session.logout", "192.0.2.11")]
 
 
-def test_every_mutating_service_writes_an_entry(
-    cast: Cast, make_user: Callable[..., User]
-) -> None:
+def test_every_mutating_service_writes_an_entry(cast: Cast, make_user: Callable[..., User]) -> None:
     strong = "another long passphrase 7"
     admin = cast.platform_admin
     calls = {
@@ -73,7 +72,10 @@ def test_every_mutating_service_writes_an_entry(
             actor=admin, workspace=cast.workspace, description="d"
         ),
         "member.add": lambda: services.member_add(
-            actor=admin, workspace=cast.workspace, user=make_user("erin"), role=Role.VIEWER
+            actor=admin,
+            workspace=cast.workspace,
+            username=make_user("erin").username,
+            role=Role.VIEWER,
         ),
         "member.role_set": lambda: services.member_role_set(
             actor=admin, membership=cast.workspace.memberships.get(user=cast.viewer), role="member"
@@ -220,7 +222,11 @@ def test_audit_filters(
     assert _ids(client, action="member.") == {history["vision-late"].pk, history["speech"].pk}
     assert _ids(client, action="member") == set()
     assert _ids(client, workspace_id=cast.other_workspace.pk) == {history["speech"].pk}
-    assert _ids(client, since=(base + timedelta(days=1)).isoformat(), until=(base + timedelta(days=3)).isoformat()) == {
+    assert _ids(
+        client,
+        since=(base + timedelta(days=1)).isoformat(),
+        until=(base + timedelta(days=3)).isoformat(),
+    ) == {
         history["speech"].pk,
         history["vision-late"].pk,
     }
@@ -251,3 +257,49 @@ def test_a_bad_audit_filter_names_the_field(
 
     assert response.status_code == 422
     assert response.json()["field"] == "since"
+
+
+# The audit page ----------------------------------------------------------------------------
+
+
+def test_the_audit_page_shows_a_workspace_admin_only_their_workspace(
+    cast: Cast, history: dict[str, AuditEntry], session_client: Callable[..., Client]
+) -> None:
+    services.workspace_update(actor=cast.outsider, workspace=cast.other_workspace, description="x")
+
+    page = session_client(cast.ws_admin).get("/audit/").content.decode()
+
+    assert page.count("<code>") == 2
+    assert "Speech" not in page.split('id="audit-entries"')[1]
+    assert "mallory" not in page
+
+
+def test_the_audit_page_filters_and_answers_htmx_with_the_table(
+    cast: Cast, history: dict[str, AuditEntry], session_client: Callable[..., Client]
+) -> None:
+    response = session_client(cast.platform_admin).get(
+        "/audit/", {"action": "member."}, HTTP_HX_REQUEST="true"
+    )
+
+    html = response.content.decode()
+    assert html.lstrip().startswith('<div id="audit-entries">')
+    assert html.count("<code>member.add</code>") == 2
+    assert "workspace.update" not in html
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_async_requests_record_the_address_too(platform_admin: User) -> None:
+    _, plaintext = await database_sync_to_async(services.token_create)(
+        actor=platform_admin, name="a"
+    )
+
+    response = await AsyncClient().post(
+        "/api/workspaces",
+        {"name": "Robotics"},
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {plaintext}"},
+    )
+
+    assert response.status_code == 201
+    entry = await AuditEntry.objects.aget(action="workspace.create")
+    assert entry.ip == "127.0.0.1"

@@ -8,7 +8,7 @@ from django.contrib.staticfiles import finders
 from django.test import Client
 
 from apps.accounts import services
-from tests.conftest import Cast
+from tests.conftest import PASSWORD, Cast, csrf_token
 
 pytestmark = pytest.mark.django_db
 
@@ -118,3 +118,24 @@ def test_the_status_partial_alone_for_htmx(
     html = response.content.decode()
     assert html.lstrip().startswith('<div id="status-components"')
     assert "<html" not in html
+
+
+def test_pages_are_sent_with_protective_headers_and_cookies(
+    cast: Cast, session_client: Callable[..., Client]
+) -> None:
+    anonymous = Client()
+    signin = anonymous.get("/login/")
+    page = session_client(cast.member).get("/workspaces/")
+
+    for response in (signin, page):
+        assert response["X-Frame-Options"] == "DENY"
+        assert response["X-Content-Type-Options"] == "nosniff"
+        assert response["Referrer-Policy"] == "same-origin"
+    assert anonymous.cookies["csrftoken"]["samesite"] == "Lax"
+    token = csrf_token(anonymous)
+    anonymous.post(
+        "/login/", {"username": "bob", "password": PASSWORD, "csrfmiddlewaretoken": token}
+    )
+    session = anonymous.cookies["sessionid"]
+    assert session["httponly"]
+    assert session["samesite"] == "Lax"

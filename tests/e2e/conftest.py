@@ -1,0 +1,491 @@
+"""The real console, started with ``python -m console up``, and Chromium to drive it.
+
+Each test module gets its own console: a fresh data directory, a free port on 127.0.0.1
+and fresh storage. With ``DATABASE_URL`` naming PostgreSQL, the console gets a database of
+its own on that server (created here, dropped afterwards); with ``REDIS_URL``, its own
+database number there, cleared of ``podium:*`` keys before and after. Without them it runs
+on its embedded SQLite and Redis.
+
+The browser is Debian's Chromium (never a downloaded one). Browser tests skip, saying so,
+when ``PODIUM_SKIP_BROWSER=1`` or Chromium is missing, except in CI, where a missing
+Chromium fails them.
+"""
+
+import contextlib
+import ctypes
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psutil
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+ADMIN_USER = "admin"
+ADMIN_PASSWORD = "e2e admin passphrase 4417"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+REDIS_DB = 13
+KEY_PATTERN = "podium:*"
+POSTGRES_SCHEMES = {"postgres", "postgresql", "pgsql", "postgis"}
+START_TIMEOUT = 90.0
+STOP_TIMEOUT = 60.0
+LOG_TAIL_LINES = 40
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_services() -> None:
+    """The console under test runs in its own processes: nothing here to isolate."""
+
+
+# HTTP --------------------------------------------------------------------------------------
+
+
+def http(
+    method: str,
+    url: str,
+    *,
+    body: Any = None,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+    opener: urllib.request.OpenerDirector = _NO_PROXY,
+    timeout: float = 10,
+) -> tuple[int, Any]:
+    """Status and decoded JSON (or text) of one request, whatever the status."""
+    sent = {"Accept": "application/json", **(headers or {})}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        sent["Content-Type"] = "application/json"
+    if token:
+        sent["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, method=method, headers=sent)  # noqa: S310
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            status, raw, kind = (
+                response.status,
+                response.read(),
+                response.headers.get_content_type(),
+            )
+    except urllib.error.HTTPError as exc:
+        status, raw, kind = exc.code, exc.read(), exc.headers.get_content_type()
+    if kind == "application/json" and raw:
+        return status, json.loads(raw)
+    return status, raw.decode(errors="replace")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+# Storage -----------------------------------------------------------------------------------
+
+
+def _redis_url_on_db(url: str, db: int) -> str:
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        query = dict(parse_qsl(parts.query))
+        query["db"] = str(db)
+        return urlunsplit(parts._replace(query=urlencode(query)))
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+def _delete_podium_keys(url: str) -> None:
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    try:
+        keys = list(client.scan_iter(match=KEY_PATTERN, count=500))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def _redis_database(url: str) -> Iterator[str]:
+    own = _redis_url_on_db(url, REDIS_DB)
+    try:
+        _delete_podium_keys(own)
+    except (redis.RedisError, OSError) as exc:
+        pytest.fail(f"REDIS_URL is set but Redis at {own} does not answer: {exc}", pytrace=False)
+    try:
+        yield own
+    finally:
+        _delete_podium_keys(own)
+
+
+@contextlib.contextmanager
+def _postgres_database(url: str) -> Iterator[str]:
+    import psycopg
+    from psycopg import sql
+
+    parts = urlsplit(url)
+    name = f"podium_e2e_{secrets.token_hex(4)}"
+    server = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
+    try:
+        with psycopg.connect(server, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    except psycopg.Error as exc:
+        pytest.fail(
+            f"DATABASE_URL names PostgreSQL but a database cannot be created: {exc}", pytrace=False
+        )
+    try:
+        yield urlunsplit(parts._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(server, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@contextlib.contextmanager
+def console_storage() -> Iterator[dict[str, str]]:
+    """``DATABASE_URL`` / ``REDIS_URL`` for a console of its own, or nothing for embedded."""
+    env: dict[str, str] = {}
+    with contextlib.ExitStack() as stack:
+        database_url = os.environ.get("DATABASE_URL", "")
+        if urlsplit(database_url).scheme in POSTGRES_SCHEMES:
+            env["DATABASE_URL"] = stack.enter_context(_postgres_database(database_url))
+        if redis_url := os.environ.get("REDIS_URL"):
+            env["REDIS_URL"] = stack.enter_context(_redis_database(redis_url))
+        yield env
+
+
+# The console -------------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """In the child: receive SIGTERM (a clean stop for ``up``) if the test run dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM, 0, 0, 0)
+
+
+def _log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"    (unreadable: {exc})"
+    tail = text.splitlines()[-lines:]
+    return "\n".join(f"    {line}" for line in tail) or "    (empty)"
+
+
+@dataclass
+class Console:
+    """One ``up`` supervisor and everything it runs, under ``root``."""
+
+    root: Path
+    port: int
+    env: dict[str, str]
+    admin_password: str | None = None
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    tracked: dict[int, tuple[float, str]] = field(default_factory=dict)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def output_path(self) -> Path:
+        return self.root / f"up-{self.starts}.out"
+
+    def output(self, start: int | None = None) -> str:
+        """What ``up`` printed at its ``start``-th start (default: the latest)."""
+        path = self.root / f"up-{start}.out" if start else self.output_path
+        return path.read_text(errors="replace")
+
+    def pid(self, name: str) -> int:
+        return int((self.data_dir / "run" / f"{name}.pid").read_text())
+
+    def api(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        return http(method, self.url + path, **kwargs)
+
+    def token(self, username: str = ADMIN_USER, password: str | None = None) -> str:
+        status, body = self.api(
+            "POST",
+            "/api/auth/token",
+            body={"username": username, "password": password or self.admin_password},
+        )
+        assert status == 201, body
+        return str(body["token"])
+
+    def start(self) -> None:
+        """Run ``up`` and return once /api/health answers 200."""
+        self.starts += 1
+        with self.output_path.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "console", "up"],
+                cwd=ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        try:
+            self._wait_healthy()
+            self.track()
+        except BaseException:
+            self.kill()
+            raise
+        if self.env.get("PODIUM_ADMIN_PASSWORD") is None and self.admin_password is None:
+            match = re.search(r"with password (\S+) \(generated now", self.output())
+            assert match, f"up printed no generated password:\n{self.output()}"
+            self.admin_password = match.group(1)
+
+    def _wait_healthy(self) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        last: object = None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(
+                    f"`up` exited with code {self.process.returncode} while starting\n"
+                    + self.diagnostics(),
+                    pytrace=False,
+                )
+            try:
+                status, last = self.api("GET", "/api/health", timeout=2)
+            except OSError as exc:
+                last = exc
+            else:
+                if status == 200:
+                    return
+            time.sleep(0.25)
+        pytest.fail(
+            f"/api/health was not 200 within {START_TIMEOUT:g} s (last answer: {last})\n"
+            + self.diagnostics(),
+            pytrace=False,
+        )
+
+    def track(self) -> None:
+        """Remember every process ``up`` runs now, to check later that none outlives it."""
+        if self.process is None:
+            return
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for proc in psutil.Process(self.process.pid).children(recursive=True):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    self.tracked[proc.pid] = (proc.create_time(), " ".join(proc.cmdline()))
+
+    def leftovers(self) -> list[str]:
+        """Tracked processes that still run (zombies count as gone)."""
+        left = []
+        for pid, (created, cmdline) in self.tracked.items():
+            try:
+                proc = psutil.Process(pid)
+                if proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE:
+                    left.append(f"{pid}: {cmdline}")
+            except psutil.NoSuchProcess:
+                continue
+        return left
+
+    def stop(self) -> int:
+        """SIGINT ``up``, wait for it, and fail if it hangs or leaves a process behind."""
+        if self.process is None:
+            return 0
+        self.track()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        try:
+            returncode = self.process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(
+                f"`up` did not stop within {STOP_TIMEOUT:g} s of SIGINT\n{self.diagnostics()}"
+            )
+        self.process = None
+        if left := self.leftovers():
+            self.kill()
+            pytest.fail("processes outlived `up`:\n  " + "\n  ".join(left))
+        self.tracked.clear()
+        return returncode
+
+    def restart(self) -> int:
+        returncode = self.stop()
+        self.start()
+        return returncode
+
+    def kill(self) -> None:
+        """SIGKILL ``up`` and every process it ran: the last resort after a failure."""
+        self.track()
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for pid, (created, _) in self.tracked.items():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc = psutil.Process(pid)
+                if proc.create_time() == created:
+                    proc.kill()
+        self.process = None
+
+    def diagnostics(self) -> str:
+        """The tail of what ``up`` printed and of every log in the data directory."""
+        parts = [f"--- {self.output_path.name}\n{_log_tail(self.output_path)}"]
+        parts.extend(
+            f"--- {path}\n{_log_tail(path)}"
+            for path in sorted((self.data_dir / "logs").glob("*.log"))
+        )
+        return "\n".join(parts)
+
+
+def console_environment(data_dir: Path, port: int, storage: dict[str, str]) -> dict[str, str]:
+    """The caller's environment without any Podium, Django or storage setting, plus ours."""
+    dropped = {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in dropped and not key.startswith("PODIUM_")
+    }
+    return {
+        **env,
+        **storage,
+        "DJANGO_SETTINGS_MODULE": "console.settings",
+        "PODIUM_DATA_DIR": str(data_dir),
+        "PODIUM_HOST": HOST,
+        "PODIUM_PORT": str(port),
+        "PODIUM_ADMIN_USER": ADMIN_USER,
+        "PODIUM_QUEUE_PROBE_INTERVAL": "1",
+        "PODIUM_LOGIN_RATE_LIMIT": "100",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+@pytest.fixture(scope="module")
+def console_admin_password() -> str | None:
+    """The first admin's password given to ``up``; None lets ``up`` generate and print one."""
+    return ADMIN_PASSWORD
+
+
+@pytest.fixture(scope="module")
+def console(
+    tmp_path_factory: pytest.TempPathFactory, console_admin_password: str | None
+) -> Iterator[Console]:
+    """A running console of this module's own, stopped with SIGINT afterwards."""
+    root = tmp_path_factory.mktemp("console")
+    port = free_port()
+    with console_storage() as storage:
+        env = console_environment(root / "data", port, storage)
+        if console_admin_password is not None:
+            env["PODIUM_ADMIN_PASSWORD"] = console_admin_password
+        running = Console(root=root, port=port, env=env, admin_password=console_admin_password)
+        try:
+            running.start()
+            yield running
+        finally:
+            returncode = running.stop()
+        assert returncode == 0, f"`up` exited with {returncode}\n{running.diagnostics()}"
+
+
+# The browser -------------------------------------------------------------------------------
+
+
+def _browser_skip_reason() -> str | None:
+    if not CHROMIUM.exists() and os.environ.get("CI") == "true":
+        pytest.fail(f"{CHROMIUM} is missing in CI: install chromium, the browser tests must run")
+    if os.environ.get("PODIUM_SKIP_BROWSER") == "1":
+        return "browser tests skipped: PODIUM_SKIP_BROWSER=1"
+    if not CHROMIUM.exists():
+        return f"browser tests skipped: {CHROMIUM} is missing (apt-get install chromium)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless, through Playwright."""
+    if reason := _browser_skip_reason():
+        warnings.warn(reason, pytest.PytestWarning, stacklevel=1)
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@dataclass
+class PageGuard:
+    """What a page did that a test must not let pass: JS errors and requests off this host."""
+
+    errors: list[str] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)
+    expected: list[re.Pattern[str]] = field(default_factory=list)
+
+    def expect_error(self, pattern: str) -> None:
+        """Let console errors matching ``pattern`` pass (e.g. a 400 the test provokes)."""
+        self.expected.append(re.compile(pattern))
+
+    def unexpected_errors(self) -> list[str]:
+        return [e for e in self.errors if not any(p.search(e) for p in self.expected)]
+
+    def assert_clean(self) -> None:
+        assert not self.blocked, f"requests left 127.0.0.1: {self.blocked}"
+        assert not self.unexpected_errors(), f"JavaScript errors: {self.unexpected_errors()}"
+
+
+@pytest.fixture
+def guard() -> PageGuard:
+    return PageGuard()
+
+
+@pytest.fixture
+def new_page(browser: Any, console: Console, guard: PageGuard) -> Iterator[Callable[[], Any]]:
+    """Opens pages in fresh browser contexts (no shared session), all watched by ``guard``."""
+    contexts = []
+
+    def route(route: Any) -> None:
+        if urlsplit(route.request.url).hostname == HOST:
+            route.continue_()
+        else:
+            guard.blocked.append(route.request.url)
+            route.abort()
+
+    def on_console(message: Any) -> None:
+        if message.type == "error":
+            guard.errors.append(f"{message.text} at {message.location.get('url')}")
+
+    def make() -> Any:
+        context = browser.new_context(base_url=console.url)
+        context.set_default_timeout(10_000)
+        context.route("**/*", route)
+        contexts.append(context)
+        page = context.new_page()
+        page.on("console", on_console)
+        page.on("pageerror", lambda exc: guard.errors.append(f"page error: {exc}"))
+        return page
+
+    yield make
+    for context in contexts:
+        context.close()
+    guard.assert_clean()
+
+
+@pytest.fixture
+def page(new_page: Callable[[], Any]) -> Any:
+    return new_page()
