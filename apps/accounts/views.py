@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.accounts import selectors, services
@@ -234,9 +235,12 @@ def member_remove(request: HttpRequest, workspace_id: int, user_id: int) -> Http
 # Tokens ------------------------------------------------------------------------------------
 
 
+@never_cache
 @login_required
 @require_http_methods(["GET", "POST"])
 def token_list(request: HttpRequest) -> HttpResponse:
+    """Tokens and the form to make one. The form posts with htmx and the new secret is
+    swapped into the page, so a reload shows it no more and creates nothing."""
     user = _user(request)
     form = TokenForm(request.POST or None)
     created = None
@@ -258,9 +262,10 @@ def token_list(request: HttpRequest) -> HttpResponse:
         else:
             status = 400
     page = _page(request, selectors.token_list(user=user))
+    template = "accounts/_tokens.html" if request.htmx else "accounts/token_list.html"  # type: ignore[attr-defined]
     return render(
         request,
-        "accounts/token_list.html",
+        template,
         {"page": page, "form": form, "created": created, "now": timezone.now()},
         status=status,
     )

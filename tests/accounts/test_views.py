@@ -385,6 +385,21 @@ def test_the_token_page_shows_a_new_secret_once(
     assert "laptop" in later
 
 
+def test_the_token_form_posted_by_htmx_gets_the_tokens_partial_never_cached(
+    member: User, session_client: Callable[..., Client]
+) -> None:
+    client = session_client(member)
+
+    created = client.post("/tokens/", {"name": "ci"}, headers={"HX-Request": "true"})
+
+    page = created.content.decode()
+    assert created.status_code == 200
+    assert page.lstrip().startswith('<div id="tokens">')
+    assert "<html" not in page
+    assert 'id="token-created"' in page
+    assert "no-store" in created["Cache-Control"]
+
+
 def test_a_bad_token_form_is_a_400_naming_the_field(
     member: User, session_client: Callable[..., Client]
 ) -> None:

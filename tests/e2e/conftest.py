@@ -25,15 +25,18 @@ import time
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psutil
+import psycopg
 import pytest
 import redis
+from playwright.sync_api import Browser, ConsoleMessage, Page, Route, sync_playwright
+from psycopg import sql
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -79,14 +82,12 @@ def http(
         sent["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(url, data=data, method=method, headers=sent)  # noqa: S310
     try:
-        with opener.open(request, timeout=timeout) as response:
-            status, raw, kind = (
-                response.status,
-                response.read(),
-                response.headers.get_content_type(),
-            )
+        response = opener.open(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
-        status, raw, kind = exc.code, exc.read(), exc.headers.get_content_type()
+        response = exc
+    with response:
+        status, raw = response.status, response.read()
+        kind = response.headers.get_content_type()
     if kind == "application/json" and raw:
         return status, json.loads(raw)
     return status, raw.decode(errors="replace")
@@ -135,9 +136,6 @@ def _redis_database(url: str) -> Iterator[str]:
 
 @contextlib.contextmanager
 def _postgres_database(url: str) -> Iterator[str]:
-    import psycopg
-    from psycopg import sql
-
     parts = urlsplit(url)
     name = f"podium_e2e_{secrets.token_hex(4)}"
     server = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
@@ -244,7 +242,7 @@ class Console:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
         try:
             self._wait_healthy()
@@ -414,13 +412,11 @@ def _browser_skip_reason() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def browser() -> Iterator[Browser]:
     """Debian's Chromium, headless, through Playwright."""
     if reason := _browser_skip_reason():
         warnings.warn(reason, pytest.PytestWarning, stacklevel=1)
         pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
@@ -455,37 +451,26 @@ def guard() -> PageGuard:
 
 
 @pytest.fixture
-def new_page(browser: Any, console: Console, guard: PageGuard) -> Iterator[Callable[[], Any]]:
-    """Opens pages in fresh browser contexts (no shared session), all watched by ``guard``."""
-    contexts = []
+def page(browser: Browser, console: Console, guard: PageGuard) -> Iterator[Page]:
+    """A page in a fresh browser context on the console, watched by ``guard``."""
 
-    def route(route: Any) -> None:
+    def keep_local(route: Route) -> None:
         if urlsplit(route.request.url).hostname == HOST:
             route.continue_()
         else:
             guard.blocked.append(route.request.url)
             route.abort()
 
-    def on_console(message: Any) -> None:
+    def on_console(message: ConsoleMessage) -> None:
         if message.type == "error":
             guard.errors.append(f"{message.text} at {message.location.get('url')}")
 
-    def make() -> Any:
-        context = browser.new_context(base_url=console.url)
-        context.set_default_timeout(10_000)
-        context.route("**/*", route)
-        contexts.append(context)
-        page = context.new_page()
-        page.on("console", on_console)
-        page.on("pageerror", lambda exc: guard.errors.append(f"page error: {exc}"))
-        return page
-
-    yield make
-    for context in contexts:
-        context.close()
+    context = browser.new_context(base_url=console.url)
+    context.set_default_timeout(10_000)
+    context.route("**/*", keep_local)
+    page = context.new_page()
+    page.on("console", on_console)
+    page.on("pageerror", lambda exc: guard.errors.append(f"page error: {exc}"))
+    yield page
+    context.close()
     guard.assert_clean()
-
-
-@pytest.fixture
-def page(new_page: Callable[[], Any]) -> Any:
-    return new_page()

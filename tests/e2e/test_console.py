@@ -16,7 +16,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from tests.e2e.conftest import ADMIN_USER, ROOT, Console, http
+from tests.e2e.conftest import ADMIN_USER, HOST, ROOT, Console, http
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +25,8 @@ PROBE_WITHIN = 10.0
 
 
 @pytest.fixture(scope="module")
-def console_admin_password() -> None:
+def console_admin_password() -> str | None:
+    """No password given: ``up`` generates the first admin's and prints it once."""
     return None
 
 
@@ -58,6 +59,14 @@ def session_cookie(console: Console) -> str:
     with opener.open(request, timeout=10) as response:
         assert response.url.endswith("/workspaces/"), response.url
     return next(cookie.value for cookie in jar if cookie.name == "sessionid")
+
+
+def status_message(console: Console, *, session: str = "", origin: str | None = None) -> str:
+    """The first message of the status websocket; InvalidStatus when the handshake is refused."""
+    headers = {"Cookie": f"sessionid={session}"} if session else {}
+    url = f"ws://{HOST}:{console.port}/ws/status/"
+    with connect(url, open_timeout=5, origin=origin, additional_headers=headers) as ws:
+        return str(ws.recv(timeout=5))
 
 
 def test_health_reports_every_component_and_a_queue_round_trip(console: Console) -> None:
@@ -99,16 +108,17 @@ def test_api_token_flow(console: Console) -> None:
     assert [(w["name"], w["my_role"], w["member_count"]) for w in mine] == [("Speech", "admin", 1)]
 
 
-def test_status_websocket_refuses_anonymous_clients(console: Console) -> None:
-    url = f"ws://127.0.0.1:{console.port}/ws/status/"
-
-    with pytest.raises(InvalidStatus) as refused, connect(url, open_timeout=5) as ws:
-        ws.recv(timeout=5)
+def test_status_websocket_refuses_anonymous_and_cross_site_clients(console: Console) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        status_message(console)
     assert refused.value.response.status_code == 403
 
-    cookie = f"sessionid={session_cookie(console)}"
-    with connect(url, open_timeout=5, additional_headers={"Cookie": cookie}) as ws:
-        assert 'id="status-components"' in str(ws.recv(timeout=5))
+    session = session_cookie(console)
+    with pytest.raises(InvalidStatus) as refused:
+        status_message(console, session=session, origin="http://evil.example")
+    assert refused.value.response.status_code == 403
+
+    assert 'id="status-components"' in status_message(console, session=session, origin=console.url)
 
 
 def test_second_up_on_the_same_data_refuses_to_start(console: Console) -> None:
@@ -165,7 +175,7 @@ def test_second_start_on_the_same_data_keeps_it(console: Console) -> None:
     assert f"Podium is running at {console.url}/" in again
     assert console.admin_password not in again
     assert "generated" not in again
-    assert f"Sign in as {ADMIN_USER} (password set at first start)" in again
+    assert f"Sign in as {ADMIN_USER} (password chosen when the admin was created)" in again
     status, me = console.api("GET", "/api/auth/me", token=console.token())
     assert (status, me["username"]) == (200, ADMIN_USER)
     status, listed = console.api("GET", "/api/workspaces", token=token)

@@ -96,7 +96,7 @@ class Command(BaseCommand):
                 f"Sign in as {name} with password {generated} "
                 "(generated now and shown only this once)"
             )
-        return f"Sign in as {name} (password set at first start)"
+        return f"Sign in as {name} (password chosen when the admin was created)"
 
     def _announce(self, login: str, started: float) -> None:
         host = embedded.loopback_for(settings.WEB_HOST)
