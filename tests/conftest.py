@@ -19,10 +19,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
-import redis
 from channels.layers import channel_layers, get_channel_layer
 from django.core.cache import cache
 from django.test import Client
@@ -33,25 +31,15 @@ from apps.system.broadcast import STATUS_GROUP
 from apps.system.embedded import redacted, redis_answers, redis_server_path
 from apps.system.heartbeats import redis_client
 from console.celery import app as celery_app
+from tests.redis_keys import podium_keys_delete, redis_url_on_db
 
 PASSWORD = "correct horse battery staple"
 TEST_REDIS_DB = 15
-KEY_PATTERN = "podium:*"
 
 IN_MEMORY_CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 
 # Services ----------------------------------------------------------------------------------
-
-
-def _with_db(url: str, db: int) -> str:
-    """``url`` pointing at database ``db`` of the same server."""
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        query = dict(parse_qsl(parts.query))
-        query["db"] = str(db)
-        return urlunsplit(parts._replace(query=urlencode(query)))
-    return urlunsplit(parts._replace(path=f"/{db}"))
 
 
 def _forget_redis_clients() -> None:
@@ -63,26 +51,16 @@ def _forget_redis_clients() -> None:
     channel_layers.backends = {}
 
 
-def _delete_podium_keys(url: str) -> None:
-    client = redis.Redis.from_url(url)
-    try:
-        keys = list(client.scan_iter(match=KEY_PATTERN, count=500))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
     """The URL of a Redis for integration tests, started here unless REDIS_URL names one."""
     if url := os.environ.get("REDIS_URL"):
-        url = _with_db(url, TEST_REDIS_DB)
+        url = redis_url_on_db(url, TEST_REDIS_DB)
         if not redis_answers(url, timeout=2):
             pytest.fail(f"REDIS_URL is set but no Redis answers at {redacted(url)}")
-        _delete_podium_keys(url)
+        podium_keys_delete(url)
         yield url
-        _delete_podium_keys(url)
+        podium_keys_delete(url)
         return
     workdir = Path(tempfile.mkdtemp(prefix="podium-redis-"))
     socket_path = workdir / "redis.sock"
@@ -139,7 +117,7 @@ def _isolated_services(request: pytest.FixtureRequest, settings: Any) -> Iterato
                 "KEY_PREFIX": "podium:cache",
             }
         }
-        _delete_podium_keys(url)
+        podium_keys_delete(url)
     else:
         settings.REDIS_URL = f"unix://{settings.DATA_DIR}/nobody-listens.sock"
         settings.CHANNEL_LAYERS = IN_MEMORY_CHANNEL_LAYERS

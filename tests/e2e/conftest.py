@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 import psycopg
@@ -38,6 +38,8 @@ import redis
 from playwright.sync_api import Browser, ConsoleMessage, Page, Route, sync_playwright
 from psycopg import sql
 
+from tests.redis_keys import podium_keys_delete, redis_url_on_db
+
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 ADMIN_USER = "admin"
@@ -45,7 +47,6 @@ ADMIN_PASSWORD = "e2e admin passphrase 4417"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 REDIS_DB = 13
-KEY_PATTERN = "podium:*"
 POSTGRES_SCHEMES = {"postgres", "postgresql", "pgsql", "postgis"}
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 60.0
@@ -102,36 +103,17 @@ def free_port() -> int:
 # Storage -----------------------------------------------------------------------------------
 
 
-def _redis_url_on_db(url: str, db: int) -> str:
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        query = dict(parse_qsl(parts.query))
-        query["db"] = str(db)
-        return urlunsplit(parts._replace(query=urlencode(query)))
-    return urlunsplit(parts._replace(path=f"/{db}"))
-
-
-def _delete_podium_keys(url: str) -> None:
-    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
-    try:
-        keys = list(client.scan_iter(match=KEY_PATTERN, count=500))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-
 @contextlib.contextmanager
 def _redis_database(url: str) -> Iterator[str]:
-    own = _redis_url_on_db(url, REDIS_DB)
+    own = redis_url_on_db(url, REDIS_DB)
     try:
-        _delete_podium_keys(own)
+        podium_keys_delete(own)
     except (redis.RedisError, OSError) as exc:
         pytest.fail(f"REDIS_URL is set but Redis at {own} does not answer: {exc}", pytrace=False)
     try:
         yield own
     finally:
-        _delete_podium_keys(own)
+        podium_keys_delete(own)
 
 
 @contextlib.contextmanager
