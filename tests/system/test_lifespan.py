@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from apps.system.heartbeats import heartbeats_read, instance_name, redis_client
+from apps.system.heartbeats import (
+    STOPPED,
+    heartbeat_publish,
+    heartbeats_read,
+    instance_name,
+    redis_client,
+)
 from apps.system.lifespan import LEADER_KEY, LifespanApp, status_loop
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -161,6 +167,10 @@ async def test_the_status_recovers_when_the_database_drops_its_connection(
         try:
             assert database_ok(await captured.receive(timeout=3))
             await asyncio.to_thread(_terminate_database_sessions, test_session_pid)
+            # Something the page must show, so the loop renders and pushes again.
+            await asyncio.to_thread(
+                heartbeat_publish, component="beat", started_at=time.time(), state=STOPPED
+            )
             seen = []
             deadline = time.monotonic() + 3
             while time.monotonic() < deadline and not (seen and database_ok(seen[-1])):
