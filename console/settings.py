@@ -162,7 +162,6 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600, "global_keyprefix": "podium:celery:"}
-CELERY_TASK_ALWAYS_EAGER = _env_flag("PODIUM_CELERY_EAGER")
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "queue-probe": {
@@ -211,8 +210,12 @@ PODIUM = {
     "LOGIN_RATE_WINDOW": int(os.environ.get("PODIUM_LOGIN_RATE_WINDOW", "300")),
     # Days audit entries are kept (0 keeps them forever).
     "AUDIT_RETENTION_DAYS": int(os.environ.get("PODIUM_AUDIT_RETENTION_DAYS", "365")),
+    # Rows per page on the pages.
     "PAGE_SIZE": 50,
 }
+# API lists: `limit` defaults to 50 and may not exceed 500.
+NINJA_PAGINATION_PER_PAGE = 50
+NINJA_PAGINATION_MAX_LIMIT = 500
 
 LOGGING = {
     "version": 1,

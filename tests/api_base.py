@@ -231,4 +231,7 @@ class PaginatedListTests:
         second = client.get(url, {"limit": 1, "offset": 1}).json()
         assert first["count"] == second["count"] == whole["count"]
         assert len(first["items"]) == len(second["items"]) == 1
+        too_many = client.get(url, {"limit": 501})
+        assert too_many.status_code == 422
+        assert too_many.json()["field"] == "limit"
         assert [first["items"][0], second["items"][0]] == whole["items"][:2]

@@ -4,6 +4,7 @@ Views parse a form, call a selector or service, and render. A service's
 ApplicationError becomes a form error on the field it names.
 """
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login, logout, update_session_auth_hash
 from django.contrib.auth.decorators import login_required
@@ -48,7 +49,8 @@ def _form_error(form: Form, exc: ApplicationError) -> None:
     form.add_error(exc.field if exc.field in form.fields else None, exc.message)
 
 
-def _page(request: HttpRequest, items: object, per_page: int = 50) -> object:
+def _page(request: HttpRequest, items: object) -> object:
+    per_page = settings.PODIUM["PAGE_SIZE"]
     return Paginator(items, per_page).get_page(request.GET.get("page"))  # type: ignore[arg-type]
 
 

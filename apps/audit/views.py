@@ -1,5 +1,6 @@
 """The audit page: filters and pagination; the table is a partial htmx swaps."""
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
@@ -30,7 +31,7 @@ def audit_page(request: HttpRequest) -> HttpResponse:
             until=data["until"],
         )
     entries = audit_list(user=user, filters=filters)  # type: ignore[arg-type]
-    page = Paginator(entries, 50).get_page(request.GET.get("page"))
+    page = Paginator(entries, settings.PODIUM["PAGE_SIZE"]).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
     context = {
