@@ -50,7 +50,7 @@ def _form_error(form: Form, exc: ApplicationError) -> None:
 
 
 def _page(request: HttpRequest, items: object) -> object:
-    per_page = settings.PODIUM["PAGE_SIZE"]
+    per_page = int(settings.PODIUM["PAGE_SIZE"])
     return Paginator(items, per_page).get_page(request.GET.get("page"))  # type: ignore[arg-type]
 
 

@@ -31,7 +31,7 @@ def audit_page(request: HttpRequest) -> HttpResponse:
             until=data["until"],
         )
     entries = audit_list(user=user, filters=filters)  # type: ignore[arg-type]
-    page = Paginator(entries, settings.PODIUM["PAGE_SIZE"]).get_page(request.GET.get("page"))
+    page = Paginator(entries, int(settings.PODIUM["PAGE_SIZE"])).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
     context = {
