@@ -5,7 +5,8 @@ Standard library only, no Django, so it can be tested with tiny child processes.
 - Children run in their own session (a terminal Ctrl-C reaches only the supervisor) and, on
   Linux, die with it (``PR_SET_PDEATHSIG``). The supervisor is a child subreaper there, so the
   grandchildren of a child killed outright are reaped here rather than left as zombies.
-- Output of each child is appended to ``<data dir>/logs/<name>.log``; its pid is kept in
+- Output of each child is appended to ``<data dir>/logs/<name>.log``, moved to ``<name>.log.1``
+  at a (re)start once it passes 50 MiB; its pid is kept in
   ``<data dir>/run/<name>.pid`` while it runs.
 - A child that exits unexpectedly is reported with the tail of its log and restarted after a
   short backoff, at most ``max_restarts`` times in ``restart_window`` seconds.
@@ -35,6 +36,7 @@ _PR_SET_CHILD_SUBREAPER = 36
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _TAIL_LINES = 15
 _MAX_BACKOFF = 10.0
+LOG_ROTATE_BYTES = 50 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,17 @@ def log_tail(path: Path, lines: int = _TAIL_LINES, *, start: int = 0) -> str:
     return "\n".join(f"    {line}" for line in tail)
 
 
+def log_rotate(path: Path, max_bytes: int = LOG_ROTATE_BYTES) -> bool:
+    """Move a log past ``max_bytes`` to ``<name>.log.1`` (replacing the previous one)."""
+    try:
+        if path.stat().st_size <= max_bytes:
+            return False
+    except FileNotFoundError:
+        return False
+    path.replace(path.with_name(path.name + ".1"))
+    return True
+
+
 @dataclass
 class _Child:
     spec: ProcessSpec
@@ -276,6 +289,7 @@ class Supervisor:
         env = dict(os.environ if spec.env is None else spec.env)
         env.setdefault("PYTHONUNBUFFERED", "1")
         child.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_rotate(child.log_path)
         stamp = datetime.now(UTC).astimezone().isoformat(timespec="seconds")
         with child.log_path.open("ab", buffering=0) as log:
             child.log_start = log.tell()

@@ -22,6 +22,7 @@ from apps.system.supervisor import (
     RestartLimitError,
     StartupError,
     Supervisor,
+    log_rotate,
 )
 
 PY = sys.executable
@@ -321,3 +322,16 @@ def test_a_stale_lock_file_does_not_block(tmp_path: Path) -> None:
     again = DataDirLock(tmp_path)
     again.acquire()
     again.release()
+
+
+def test_a_big_log_is_moved_aside_at_the_next_start(tmp_path: Path) -> None:
+    log = tmp_path / "web.log"
+    log.write_bytes(b"x" * 2048)
+    (tmp_path / "web.log.1").write_bytes(b"older")
+
+    assert not log_rotate(log, max_bytes=4096)
+    assert log_rotate(log, max_bytes=1024)
+
+    assert not log.exists()
+    assert (tmp_path / "web.log.1").read_bytes() == b"x" * 2048
+    assert not log_rotate(log, max_bytes=1024)
