@@ -46,11 +46,22 @@ def workspace_get(*, user: User, workspace_id: int) -> Workspace:
         raise NotFoundError("Workspace not found.", field="workspace_id") from None
 
 
-def workspace_ids_administered(*, user: User) -> list[int]:
-    """Ids of the workspaces where ``user`` is a workspace admin."""
-    return list(
-        Membership.objects.filter(user=user, role=Role.ADMIN).values_list("workspace_id", flat=True)
+def workspace_ids_administered(*, user: User) -> QuerySet[Membership, int]:
+    """Ids of the workspaces where ``user`` is a workspace admin.
+
+    Lazy: used inside another filter it becomes a subquery, not a round trip.
+    """
+    return Membership.objects.filter(user=user, role=Role.ADMIN).values_list(
+        "workspace_id", flat=True
     )
+
+
+def _visible(memberships: QuerySet[Membership], user: User) -> QuerySet[Membership]:
+    """``memberships`` restricted, in the same query, to workspaces ``user`` may see."""
+    if user.is_platform_admin:
+        return memberships
+    own = Membership.objects.filter(user=user).values("workspace_id")
+    return memberships.filter(workspace_id__in=own)
 
 
 def membership_role(*, user: User, workspace: Workspace) -> Role | None:
@@ -66,9 +77,9 @@ def membership_role(*, user: User, workspace: Workspace) -> Role | None:
 
 
 def member_list(*, user: User, workspace: Workspace) -> QuerySet[Membership]:
-    """The members of a workspace ``user`` can see (checked by ``workspace_get``)."""
-    workspace_get(user=user, workspace_id=workspace.pk)
-    return Membership.objects.filter(workspace=workspace).select_related("user")
+    """The members of ``workspace``; none when ``user`` may not see it."""
+    members = Membership.objects.filter(workspace=workspace).select_related("user")
+    return _visible(members, user)
 
 
 def member_get(*, user: User, workspace: Workspace, user_id: int) -> Membership:

@@ -56,4 +56,4 @@ def audit_actions(*, user: "User") -> list[str]:
 
 def audit_user_can_read(*, user: "User") -> bool:
     """Whether the audit page has anything for ``user``."""
-    return user.is_platform_admin or bool(workspace_ids_administered(user=user))
+    return user.is_platform_admin or workspace_ids_administered(user=user).exists()

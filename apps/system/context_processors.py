@@ -1,5 +1,7 @@
 """Template context shared by every page."""
 
+from functools import partial
+
 from django.http import HttpRequest
 
 from apps.audit.selectors import audit_user_can_read
@@ -12,5 +14,6 @@ def navigation(request: HttpRequest) -> dict:
     signed_in = user is not None and user.is_authenticated
     return {
         "nav_layers": layer_entries() if signed_in else [],
-        "nav_audit": signed_in and audit_user_can_read(user=user),  # type: ignore[arg-type]
+        # Called only by templates that draw the navigation (not by htmx partials).
+        "nav_audit": partial(audit_user_can_read, user=user) if signed_in else False,  # type: ignore[arg-type]
     }

@@ -100,3 +100,21 @@ def test_the_users_page_does_not_grow_with_users(
 
     with django_assert_max_num_queries(baseline):
         client.get("/users/")
+
+
+def test_a_workspace_admin_reads_members_and_the_audit_page_in_few_queries(
+    cast: object,
+    api_client: Callable[[User], Client],
+    session_client: Callable[..., Client],
+    django_assert_max_num_queries: Callable[..., object],
+) -> None:
+    admin = cast.ws_admin  # type: ignore[attr-defined]
+    workspace = cast.workspace  # type: ignore[attr-defined]
+
+    api = api_client(admin)
+    page = session_client(admin)
+
+    with django_assert_max_num_queries(5):
+        api.get(f"/api/workspaces/{workspace.pk}/members")
+    with django_assert_max_num_queries(7):
+        page.get("/audit/")
