@@ -115,10 +115,6 @@ def user_update(
         changes["is_admin"] = is_admin
     if changes:
         user.save(update_fields=["is_active", "is_superuser", "is_staff"])
-        if user.is_active is False:
-            ApiToken.objects.filter(user=user, revoked_at__isnull=True).update(
-                revoked_at=timezone.now()
-            )
         audit_record(actor=actor, action="user.update", target=user, changes=changes)
     return user
 

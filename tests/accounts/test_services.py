@@ -312,6 +312,15 @@ def test_a_disabled_users_tokens_stop_working(platform_admin: User, member: User
     assert services.token_authenticate(plaintext=plaintext) is None
 
 
+def test_a_re_enabled_user_gets_their_tokens_back(platform_admin: User, member: User) -> None:
+    _, plaintext = services.token_create(actor=member, name="ci")
+    services.user_update(actor=platform_admin, user=member, is_active=False)
+
+    services.user_update(actor=platform_admin, user=member, is_active=True)
+
+    assert services.token_authenticate(plaintext=plaintext) == member
+
+
 def test_an_inactive_users_token_is_refused_even_if_not_revoked(member: User) -> None:
     _, plaintext = services.token_create(actor=member, name="ci")
 
