@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.conf import settings
 
@@ -39,11 +40,6 @@ async def _leader(client: aioredis.Redis, me: str, ttl_ms: int) -> bool:
     return False
 
 
-def _render_status() -> tuple[str, str]:
-    status = system_status()
-    return status.fingerprint(), status_html(status)
-
-
 async def status_loop(started_at: float) -> None:
     """Beat, and while leader push status changes, until cancelled."""
     interval = settings.PODIUM["HEARTBEAT_INTERVAL"]
@@ -63,9 +59,11 @@ async def status_loop(started_at: float) -> None:
                 failing = True
                 leader = False
             if leader:
-                fingerprint, html = await database_sync_to_async(_render_status)()
+                status = await database_sync_to_async(system_status)()
+                fingerprint = status.fingerprint()
                 if fingerprint != last_fingerprint:
                     last_fingerprint = fingerprint
+                    html = await sync_to_async(status_html)(status)
                     with contextlib.suppress(Exception):
                         await status_broadcast(html)
             await asyncio.sleep(interval)

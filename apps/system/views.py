@@ -17,4 +17,4 @@ def status_page(request: HttpRequest) -> HttpResponse:
     """The components' states; the page then follows them over the websocket."""
     status = system_status()
     template = "system/_status_components.html" if request.htmx else "system/status.html"  # type: ignore[attr-defined]
-    return render(request, template, {"status": status}, status=200)
+    return render(request, template, {"status": status})
