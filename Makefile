@@ -17,10 +17,14 @@ test-services: export PODIUM_DATA_DIR := $(CURDIR)/$(VENV)/test-services-data
 # embedded SQLite and Redis whatever the shell exports; `make test-services` on the real ones.
 PYTEST := [ -x /usr/bin/chromium ] || export PODIUM_SKIP_BROWSER=1; $(BIN)/pytest
 
-.PHONY: up install browser test test-services lint fmt bench clean
+.PHONY: up demo install browser test test-services lint fmt bench clean
 
 up: $(STAMP)
 	$(BIN)/podium up
+
+# The console plus simulated nodes of 8 GPUs each (PODIUM_DEMO_NODES, default 3).
+demo: $(STAMP)
+	PODIUM_DEMO_NODES=$${PODIUM_DEMO_NODES:-3} $(BIN)/podium up
 
 install: $(STAMP)
 

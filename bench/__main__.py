@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARKS = ("api", "startup")
+BENCHMARKS = ("api", "startup", "telemetry")
 
 
 def main() -> int:

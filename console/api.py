@@ -15,6 +15,7 @@ from ninja.utils import check_csrf
 from apps.accounts.api import auth_router, tokens_router, users_router, workspaces_router
 from apps.accounts.services import token_authenticate
 from apps.audit.api import router as audit_router
+from apps.monitoring.api import alerts_router, events_router, join_tokens_router, nodes_router
 from apps.system.api import router as system_router
 from apps.system.errors import ApplicationError
 
@@ -103,4 +104,8 @@ api.add_router("/workspaces", workspaces_router)
 api.add_router("/tokens", tokens_router)
 api.add_router("/users", users_router)
 api.add_router("/audit", audit_router)
+api.add_router("/nodes", nodes_router)
+api.add_router("/events", events_router)
+api.add_router("/join-tokens", join_tokens_router)
+api.add_router("/alert-channels", alerts_router)
 api.add_router("/", system_router)

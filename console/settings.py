@@ -76,6 +76,7 @@ INSTALLED_APPS = [
     "apps.accounts",
     "apps.audit",
     "apps.system",
+    "apps.monitoring",
 ]
 
 MIDDLEWARE = [
@@ -93,6 +94,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "console.urls"
+# Async loops every web process runs beside the status loop (apps.system.lifespan).
+LIFESPAN_LOOPS = ["apps.monitoring.fleet.fleet_loop"]
 ASGI_APPLICATION = "console.asgi.application"
 
 TEMPLATES = [
@@ -134,10 +137,16 @@ EMBEDDED_REDIS_SOCKET = DATA_DIR / "redis.sock"
 REDIS_URL = os.environ.get("REDIS_URL") or f"unix://{EMBEDDED_REDIS_SOCKET}"
 REDIS_IS_EMBEDDED = "REDIS_URL" not in os.environ
 
+# The channel layer waits for messages with blocking pops of up to 5 s; redis-py 8 would
+# time its sockets out at 5 s by default and tear down every quiet websocket.
+CHANNEL_LAYER_SOCKET_TIMEOUT = 30.0
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "podium:asgi"},
+        "CONFIG": {
+            "hosts": [{"address": REDIS_URL, "socket_timeout": CHANNEL_LAYER_SOCKET_TIMEOUT}],
+            "prefix": "podium:asgi",
+        },
     }
 }
 CACHES = {
@@ -169,6 +178,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(os.environ.get("PODIUM_QUEUE_PROBE_INTERVAL", "5")),
     },
     "audit-prune": {"task": "audit.prune", "schedule": 6 * 3600.0},
+    "monitoring-sweep": {
+        "task": "monitoring.sweep_nodes",
+        "schedule": float(os.environ.get("PODIUM_NODE_SWEEP_INTERVAL", "1")),
+    },
+    "monitoring-rollup": {"task": "monitoring.rollup", "schedule": 60.0},
+    "monitoring-prune": {"task": "monitoring.prune", "schedule": 600.0},
 }
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -212,7 +227,36 @@ PODIUM = {
     "AUDIT_RETENTION_DAYS": int(os.environ.get("PODIUM_AUDIT_RETENTION_DAYS", "365")),
     # Rows per page on the pages.
     "PAGE_SIZE": 50,
+    # Agents: seconds between telemetry batches and between heartbeats (sent to them on
+    # connect), and the silence after which a node is suspect, then lost.
+    "AGENT_INTERVAL": float(os.environ.get("PODIUM_AGENT_INTERVAL", "1")),
+    "AGENT_HEARTBEAT_INTERVAL": float(os.environ.get("PODIUM_AGENT_HEARTBEAT_INTERVAL", "2")),
+    "NODE_SUSPECT_AFTER": float(os.environ.get("PODIUM_NODE_SUSPECT_AFTER", "6")),
+    "NODE_LOST_AFTER": float(os.environ.get("PODIUM_NODE_LOST_AFTER", "10")),
+    # Agent messages larger than this are refused and counted.
+    "AGENT_MAX_MESSAGE_BYTES": int(os.environ.get("PODIUM_AGENT_MAX_MESSAGE_BYTES", "262144")),
+    # Messages per second one agent may send (sustained) and in a burst, before drops.
+    "AGENT_RATE": float(os.environ.get("PODIUM_AGENT_RATE", "20")),
+    "AGENT_BURST": int(os.environ.get("PODIUM_AGENT_BURST", "200")),
+    # Seconds raw samples wait in an agent connection's buffer before a bulk insert.
+    "TELEMETRY_FLUSH_INTERVAL": float(os.environ.get("PODIUM_TELEMETRY_FLUSH_INTERVAL", "5")),
+    # Seconds between fleet frames pushed to the overview page.
+    "FLEET_PUSH_INTERVAL": float(os.environ.get("PODIUM_FLEET_PUSH_INTERVAL", "0.25")),
+    # Retention: raw samples in hours, 1-minute rollups in days, 1-hour rollups in days.
+    "RAW_RETENTION_HOURS": float(os.environ.get("PODIUM_RAW_RETENTION_HOURS", "6")),
+    "MINUTE_RETENTION_DAYS": float(os.environ.get("PODIUM_MINUTE_RETENTION_DAYS", "30")),
+    "HOUR_RETENTION_DAYS": float(os.environ.get("PODIUM_HOUR_RETENTION_DAYS", "365")),
+    # A warn-only XID (109, unknown codes) seen this many times in a day takes the GPU out;
+    # 0 never does.
+    "XID_REPEAT_DRAIN": int(os.environ.get("PODIUM_XID_REPEAT_DRAIN", "3")),
+    # Webhook delivery: attempts per event and the first retry delay in seconds (doubling).
+    "ALERT_ATTEMPTS": int(os.environ.get("PODIUM_ALERT_ATTEMPTS", "5")),
+    "ALERT_RETRY_DELAY": float(os.environ.get("PODIUM_ALERT_RETRY_DELAY", "5")),
 }
+# XID 109 (context-switch timeout) is disputed: "warn" (default) or "reset".
+PODIUM_XID_109_POLICY = os.environ.get("PODIUM_XID_109_POLICY", "warn")
+# Bearer token /metrics requires; empty leaves it open (to the network it listens on).
+PODIUM_METRICS_TOKEN = os.environ.get("PODIUM_METRICS_TOKEN", "")
 # API lists: `limit` defaults to 50 and may not exceed 500.
 NINJA_PAGINATION_PER_PAGE = 50
 NINJA_PAGINATION_MAX_LIMIT = 500

@@ -2,6 +2,7 @@
 
 from django.urls import include, path
 
+from apps.monitoring.metrics import metrics_view
 from apps.system.views import home
 from console.api import api
 
@@ -10,5 +11,7 @@ urlpatterns = [
     path("", include("apps.accounts.urls")),
     path("audit/", include("apps.audit.urls")),
     path("status/", include("apps.system.urls")),
+    path("monitoring/", include("apps.monitoring.urls")),
+    path("metrics", metrics_view, name="metrics"),
     path("api/", api.urls),
 ]

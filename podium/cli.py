@@ -1,8 +1,9 @@
 """The ``podium`` command.
 
-On a machine with the console installed, ``podium <command>`` runs that console
-management command (``podium up`` starts everything). This module must not import
-Django or the console: it only checks they are installed and hands over to them.
+``podium agent ...`` runs the node agent in this process, without Django. On a machine
+with the console installed, any other ``podium <command>`` runs that console management
+command (``podium up`` starts everything). This module must not import Django or the
+console: it only checks they are installed and hands over to them.
 """
 
 import importlib.util
@@ -14,6 +15,7 @@ USAGE = """\
 usage: podium <command> [options]
 
   podium up        start the console here (web, worker, beat, embedded Redis); Ctrl-C stops it
+  podium agent     report this node's GPUs to a console (podium agent --help)
   podium help      list every console command
   podium <command> --help
 """
@@ -25,11 +27,15 @@ def console_installed() -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Print the usage, or replace this process with ``python -m console <args>``."""
+    """Print the usage, run the agent, or replace this process with ``python -m console``."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in {"-h", "--help"}:
         sys.stdout.write(USAGE)
         return
+    if args[0] == "agent":
+        from podium.agent.cli import main as agent_main
+
+        raise SystemExit(agent_main(args[1:]))
     if not console_installed():
         sys.stderr.write(
             "podium: the console is not installed on this machine "

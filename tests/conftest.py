@@ -104,11 +104,10 @@ def _isolated_services(request: pytest.FixtureRequest, settings: Any) -> Iterato
     if request.node.get_closest_marker("integration"):
         url = request.getfixturevalue("redis_server")
         settings.REDIS_URL = url
+        layer = settings.CHANNEL_LAYERS["default"]
+        hosts = [{**host, "address": url} for host in layer["CONFIG"]["hosts"]]
         settings.CHANNEL_LAYERS = {
-            "default": {
-                "BACKEND": "channels_redis.core.RedisChannelLayer",
-                "CONFIG": {"hosts": [url], "prefix": "podium:asgi"},
-            }
+            "default": {**layer, "CONFIG": {**layer["CONFIG"], "hosts": hosts}}
         }
         settings.CACHES = {
             "default": {

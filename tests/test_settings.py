@@ -81,5 +81,5 @@ def test_an_external_redis_is_used_everywhere(
 
     assert not loaded.REDIS_IS_EMBEDDED
     assert url == loaded.CELERY_BROKER_URL
-    assert loaded.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] == [url]
+    assert [h["address"] for h in loaded.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"]] == [url]
     assert loaded.CACHES["default"]["LOCATION"] == url

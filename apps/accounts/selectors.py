@@ -22,6 +22,7 @@ __all__ = [
     "user_list",
     "workspace_get",
     "workspace_ids_administered",
+    "workspace_ids_member",
     "workspace_list",
 ]
 
@@ -56,12 +57,19 @@ def workspace_ids_administered(*, user: User) -> QuerySet[Membership, int]:
     )
 
 
+def workspace_ids_member(*, user: User) -> QuerySet[Membership, int]:
+    """Ids of the workspaces ``user`` belongs to, in any role.
+
+    Lazy: used inside another filter it becomes a subquery, not a round trip.
+    """
+    return Membership.objects.filter(user=user).values_list("workspace_id", flat=True)
+
+
 def _visible(memberships: QuerySet[Membership], user: User) -> QuerySet[Membership]:
     """``memberships`` restricted, in the same query, to workspaces ``user`` may see."""
     if user.is_platform_admin:
         return memberships
-    own = Membership.objects.filter(user=user).values("workspace_id")
-    return memberships.filter(workspace_id__in=own)
+    return memberships.filter(workspace_id__in=workspace_ids_member(user=user))
 
 
 def membership_role(*, user: User, workspace: Workspace) -> Role | None:

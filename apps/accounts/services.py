@@ -19,12 +19,14 @@ from apps.system.errors import (
     ConflictError,
     PermissionDeniedError,
 )
+from apps.system.validation import text_required
 
 TOKEN_LAST_USED_RESOLUTION = timedelta(seconds=60)
 MAX_TOKEN_DAYS = 3650
 
 
-def _require_platform_admin(actor: User, what: str) -> None:
+def platform_admin_require(actor: User, what: str) -> None:
+    """Refuse (403) anyone but a platform admin; ``what`` completes "Only a platform admin can"."""
     if not actor.is_platform_admin:
         raise PermissionDeniedError(f"Only a platform admin can {what}.")
 
@@ -41,17 +43,6 @@ def _password_validate(password: str, user: User | None = None, field: str = "pa
         raise ApplicationError(" ".join(exc.messages), field=field) from None
 
 
-def _clean_name(value: str, field: str, max_length: int) -> str:
-    value = (value or "").strip()
-    if not value:
-        raise ApplicationError(f"{field.capitalize()} is required.", field=field)
-    if len(value) > max_length:
-        raise ApplicationError(
-            f"{field.capitalize()} is longer than {max_length} characters.", field=field
-        )
-    return value
-
-
 # Users -------------------------------------------------------------------------------------
 
 
@@ -65,7 +56,7 @@ def first_admin_ensure(*, username: str, password: str | None) -> tuple[User, st
     existing = User.objects.filter(is_superuser=True).order_by("pk").first()
     if existing is not None:
         return existing, None
-    username = _clean_name(username, "username", 150)
+    username = text_required(username, field="username", max_length=150)
     generated = None
     if not password:
         password = generated = secrets.token_urlsafe(18)
@@ -79,8 +70,8 @@ def user_create(
     *, actor: User, username: str, password: str, email: str = "", is_admin: bool = False
 ) -> User:
     """A platform admin adds a user who signs in with ``password``."""
-    _require_platform_admin(actor, "add users")
-    username = _clean_name(username, "username", 150)
+    platform_admin_require(actor, "add users")
+    username = text_required(username, field="username", max_length=150)
     if User.objects.filter(username__iexact=username).exists():
         raise ConflictError(f"A user named {username!r} already exists.", field="username")
     candidate = User(username=username, email=email.strip())
@@ -101,7 +92,7 @@ def user_update(
     *, actor: User, user: User, is_active: bool | None = None, is_admin: bool | None = None
 ) -> User:
     """A platform admin enables, disables, promotes or demotes a user."""
-    _require_platform_admin(actor, "change users")
+    platform_admin_require(actor, "change users")
     changes: dict[str, object] = {}
     if is_active is not None and is_active != user.is_active:
         if user.pk == actor.pk and not is_active:
@@ -122,7 +113,7 @@ def user_update(
 @transaction.atomic
 def user_password_set(*, actor: User, user: User, password: str) -> User:
     """A platform admin sets another user's password."""
-    _require_platform_admin(actor, "set passwords")
+    platform_admin_require(actor, "set passwords")
     _password_validate(password, user)
     user.set_password(password)
     user.save(update_fields=["password"])
@@ -171,8 +162,8 @@ def _workspace_name_free(name: str, exclude_pk: int | None = None) -> None:
 @transaction.atomic
 def workspace_create(*, actor: User, name: str, description: str = "") -> Workspace:
     """A platform admin creates a workspace and becomes its first workspace admin."""
-    _require_platform_admin(actor, "create workspaces")
-    name = _clean_name(name, "name", 64)
+    platform_admin_require(actor, "create workspaces")
+    name = text_required(name, field="name", max_length=64)
     _workspace_name_free(name)
     try:
         with transaction.atomic():
@@ -200,7 +191,7 @@ def workspace_update(
     _require_workspace_admin(actor, workspace)
     changes: dict[str, object] = {}
     if name is not None:
-        name = _clean_name(name, "name", 64)
+        name = text_required(name, field="name", max_length=64)
         if name != workspace.name:
             _workspace_name_free(name, exclude_pk=workspace.pk)
             changes["name"] = [workspace.name, name]
@@ -308,7 +299,7 @@ def token_create(
     *, actor: User, name: str, expires_in_days: int | None = None
 ) -> tuple[ApiToken, str]:
     """A user creates a personal token; returns it and its plaintext, shown once."""
-    name = _clean_name(name, "name", 100)
+    name = text_required(name, field="name", max_length=100)
     expires_at = None
     if expires_in_days is not None:
         if not 1 <= expires_in_days <= MAX_TOKEN_DAYS:

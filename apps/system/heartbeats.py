@@ -21,6 +21,7 @@ KEY_PREFIX = "podium:heartbeat:"
 FORGET_AFTER = 24 * 3600
 RUNNING = "running"
 STOPPED = "stopped"
+DIED = "died"
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Heartbeat:
     state: str
     at: float
     started_at: float
+    detail: str = ""
 
     def age(self, now: float) -> float:
         return max(0.0, now - self.at)
@@ -51,6 +53,20 @@ def instance_name() -> str:
 def redis_client() -> redis.Redis:
     """A client with short timeouts, so a dead Redis never hangs a page."""
     return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=0.5, socket_timeout=0.5)
+
+
+async def leadership_hold(client: aioredis.Redis, key: str, me: str, ttl_ms: int) -> bool:
+    """Take or keep the role named ``key`` among processes; True while ``me`` holds it.
+
+    The role expires ``ttl_ms`` after its holder last renewed it, so another process
+    takes over when the holder dies.
+    """
+    if await client.set(key, me, nx=True, px=ttl_ms):
+        return True
+    if await client.get(key) == me:
+        await client.pexpire(key, ttl_ms)
+        return True
+    return False
 
 
 def async_redis_client() -> aioredis.Redis:
@@ -76,6 +92,27 @@ def heartbeat_publish(*, component: str, started_at: float, state: str = RUNNING
     """Record that this process of ``component`` is alive (or has stopped)."""
     key, field, value = _record(component, state, started_at)
     redis_client().hset(key, field, value)
+
+
+def heartbeat_record_death(component: str, pid: int, detail: str) -> None:
+    """Record at once that the process ``pid`` of ``component`` on this host died.
+
+    Its supervisor calls this when it reaps the process, so the status turns red without
+    waiting for the heartbeat to go stale, even when a replacement starts quickly.
+    """
+    client = redis_client()
+    key, field = KEY_PREFIX + component, f"{socket.gethostname()}:{pid}"
+    previous = client.hget(key, field)
+    started_at = json.loads(previous)["started_at"] if previous else time.time()
+    payload = {
+        "host": socket.gethostname(),
+        "pid": pid,
+        "state": DIED,
+        "at": time.time(),
+        "started_at": started_at,
+        "detail": detail,
+    }
+    client.hset(key, field, json.dumps(payload))
 
 
 async def heartbeat_publish_async(

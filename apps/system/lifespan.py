@@ -1,8 +1,10 @@
-"""The web process's background loop, run under the ASGI lifespan protocol.
+"""The web process's background loops, run under the ASGI lifespan protocol.
 
 Every web process beats its own heartbeat. One of them at a time (elected with a
 Redis lock that expires) also watches the components and pushes the status
-partial to browsers whenever what they show changes.
+partial to browsers whenever what they show changes. Other apps add their own
+loops by dotted path in ``settings.LIFESPAN_LOOPS``; each is an async callable
+that runs until cancelled.
 """
 
 import asyncio
@@ -11,10 +13,10 @@ import logging
 import time
 from typing import Any
 
-import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.utils.module_loading import import_string
 
 from apps.system.broadcast import status_broadcast, status_html
 from apps.system.health import system_status
@@ -23,21 +25,12 @@ from apps.system.heartbeats import (
     async_redis_client,
     heartbeat_publish_async,
     instance_name,
+    leadership_hold,
 )
 
 logger = logging.getLogger(__name__)
 
 LEADER_KEY = "podium:status-leader"
-
-
-async def _leader(client: aioredis.Redis, me: str, ttl_ms: int) -> bool:
-    """Take or keep the status-watcher role; True while this process holds it."""
-    if await client.set(LEADER_KEY, me, nx=True, px=ttl_ms):
-        return True
-    if await client.get(LEADER_KEY) == me:
-        await client.pexpire(LEADER_KEY, ttl_ms)
-        return True
-    return False
 
 
 async def status_loop(started_at: float) -> None:
@@ -51,7 +44,7 @@ async def status_loop(started_at: float) -> None:
         while True:
             try:
                 await heartbeat_publish_async(client, component="web", started_at=started_at)
-                leader = await _leader(client, me, ttl_ms=int(interval * 4000))
+                leader = await leadership_hold(client, LEADER_KEY, me, ttl_ms=int(interval * 4000))
                 failing = False
             except Exception:
                 if not failing:
@@ -62,10 +55,13 @@ async def status_loop(started_at: float) -> None:
                 status = await database_sync_to_async(system_status)()
                 fingerprint = status.fingerprint()
                 if fingerprint != last_fingerprint:
-                    last_fingerprint = fingerprint
                     html = await sync_to_async(status_html)(status)
-                    with contextlib.suppress(Exception):
+                    try:
                         await status_broadcast(html)
+                    except Exception:
+                        logger.warning("could not push the status change; retrying", exc_info=True)
+                    else:
+                        last_fingerprint = fingerprint
             await asyncio.sleep(interval)
     finally:
         with contextlib.suppress(Exception):
@@ -76,18 +72,23 @@ async def status_loop(started_at: float) -> None:
 
 
 class LifespanApp:
-    """Starts the status loop when the server starts and stops it when the server stops."""
+    """Starts the background loops when the server starts and stops them when it stops."""
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        task: asyncio.Task | None = None
+        tasks: list[asyncio.Task] = []
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                task = asyncio.create_task(status_loop(time.time()))
+                tasks.append(asyncio.create_task(status_loop(time.time())))
+                tasks.extend(
+                    asyncio.create_task(import_string(path)())
+                    for path in getattr(settings, "LIFESPAN_LOOPS", [])
+                )
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if task is not None:
+                for task in tasks:
                     task.cancel()
+                for task in tasks:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
                 await send({"type": "lifespan.shutdown.complete"})

@@ -12,7 +12,8 @@ from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 
 
-def _header(scope: dict[str, Any], name: bytes) -> str | None:
+def scope_header(scope: dict[str, Any], name: bytes) -> str | None:
+    """The first value of header ``name`` (lower-case bytes) of an ASGI connection."""
     for key, value in scope.get("headers", []):
         if key == name:
             return value.decode("latin1")
@@ -21,12 +22,12 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
 
 def origin_allowed(scope: dict[str, Any]) -> bool:
     """Whether the websocket's Origin is this console's own, or a trusted one."""
-    origin = _header(scope, b"origin")
+    origin = scope_header(scope, b"origin")
     if origin is None:
         return True
     if origin in settings.CSRF_TRUSTED_ORIGINS:
         return True
-    host = _header(scope, b"host")
+    host = scope_header(scope, b"host")
     return host is not None and urlsplit(origin).netloc.lower() == host.lower()
 
 

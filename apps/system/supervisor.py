@@ -45,7 +45,11 @@ class ProcessSpec:
 
     ``env`` is the child's whole environment (``None``: the supervisor's). ``log_path``
     defaults to ``<data dir>/logs/<name>.log``. ``ready`` is polled after the start until it
-    returns true (no check: ready once started); ``order`` sorts the start sequence.
+    returns true (no check: ready once started); ``order`` sorts the start sequence. A child
+    that exits with one of ``final_exit_codes`` said it must not run again (an agent whose
+    node was revoked): it is reported and left stopped while the others go on.
+    ``on_exit`` is called with the pid and return code of every unexpected exit, before the
+    restart, so the process can be reported dead at once instead of once its silence shows.
     """
 
     name: str
@@ -55,6 +59,8 @@ class ProcessSpec:
     ready: Callable[[], bool] | None = None
     order: int = 0
     ready_timeout: float = 30.0
+    final_exit_codes: frozenset[int] = frozenset()
+    on_exit: Callable[[int, int], None] | None = None
 
 
 class SupervisorError(Exception):
@@ -398,6 +404,9 @@ class Supervisor:
                 if proc is None:
                     continue
                 if child.restart_at is None and proc.returncode is not None:
+                    if proc.returncode in child.spec.final_exit_codes:
+                        self._on_final_exit(child, proc)
+                        continue
                     self._on_crash(child, proc, now)
                 elif child.restart_at is not None and now >= child.restart_at:
                     proc = self._spawn(child)
@@ -405,8 +414,32 @@ class Supervisor:
             time.sleep(self.poll_interval)
         self.out(f"{self._stop_reason}; stopping (signal again to kill at once).")
 
+    def _on_final_exit(self, child: _Child, proc: subprocess.Popen[bytes]) -> None:
+        """A child that asked not to be restarted: report it, keep everything else running."""
+        self._exit_report(child, proc)
+        child.pid_path.unlink(missing_ok=True)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        self._old_groups.add(proc.pid)
+        child.proc = None
+        self.out(
+            f"{child.spec.name} stopped and will not be restarted "
+            f"({describe_exit(proc.returncode)}); last lines of {child.log_path}:\n"
+            f"{self._tail(child)}"
+        )
+
+    def _exit_report(self, child: _Child, proc: subprocess.Popen[bytes]) -> None:
+        """Tell the child's ``on_exit`` hook; a failing hook never stops the supervisor."""
+        if child.spec.on_exit is None or proc.returncode is None:
+            return
+        try:
+            child.spec.on_exit(proc.pid, proc.returncode)
+        except Exception as exc:
+            self.out(f"could not record that {child.spec.name} exited: {exc}")
+
     def _on_crash(self, child: _Child, proc: subprocess.Popen[bytes], now: float) -> None:
         name = child.spec.name
+        self._exit_report(child, proc)
         child.pid_path.unlink(missing_ok=True)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

@@ -361,14 +361,22 @@ def console_admin_password() -> str | None:
 
 
 @pytest.fixture(scope="module")
+def console_settings() -> dict[str, str]:
+    """Extra environment for this module's console (PODIUM_* timings, demo nodes)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
 def console(
-    tmp_path_factory: pytest.TempPathFactory, console_admin_password: str | None
+    tmp_path_factory: pytest.TempPathFactory,
+    console_admin_password: str | None,
+    console_settings: dict[str, str],
 ) -> Iterator[Console]:
     """A running console of this module's own, stopped with SIGINT afterwards."""
     root = tmp_path_factory.mktemp("console")
     port = free_port()
     with console_storage() as storage:
-        env = console_environment(root / "data", port, storage)
+        env = {**console_environment(root / "data", port, storage), **console_settings}
         if console_admin_password is not None:
             env["PODIUM_ADMIN_PASSWORD"] = console_admin_password
         running = Console(root=root, port=port, env=env, admin_password=console_admin_password)
@@ -405,6 +413,35 @@ def browser() -> Iterator[Browser]:
             yield chromium
         finally:
             chromium.close()
+
+
+# Records every change of one element's ``data-state`` into ``window.stateHistory`` as
+# {state, at} (epoch seconds), from the moment it is evaluated; "missing" while absent.
+RECORD_STATES = """(id) => {
+    window.stateHistory = [];
+    const record = () => {
+        const element = document.getElementById(id);
+        const state = element ? element.dataset.state : "missing";
+        const seen = window.stateHistory;
+        if (!seen.length || seen[seen.length - 1].state !== state) {
+            seen.push({state: state, at: Date.now() / 1000});
+        }
+    };
+    record();
+    new MutationObserver(record).observe(
+        document.body, {subtree: true, childList: true, attributes: true}
+    );
+}"""
+
+
+def state_history_start(page: Page, element_id: str) -> None:
+    """Start recording the ``data-state`` changes of ``element_id`` on this page."""
+    page.evaluate(RECORD_STATES, element_id)
+
+
+def state_history(page: Page) -> list[dict[str, Any]]:
+    """What ``state_history_start`` recorded so far, oldest first."""
+    return page.evaluate("() => window.stateHistory")
 
 
 @dataclass

@@ -9,7 +9,14 @@ import time
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import ADMIN_PASSWORD, ADMIN_USER, Console, PageGuard
+from tests.e2e.conftest import (
+    ADMIN_PASSWORD,
+    ADMIN_USER,
+    Console,
+    PageGuard,
+    state_history,
+    state_history_start,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -17,22 +24,6 @@ USER_PASSWORD = "viewer passphrase 2718"
 COMPONENTS = ("web", "worker", "beat", "redis", "database")
 DOWN_WITHIN = 4.0
 BACK_WITHIN = 30.0
-
-RECORD_WORKER_STATES = """() => {
-    window.workerStates = [];
-    const record = () => {
-        const row = document.getElementById("component-worker");
-        const state = row ? row.dataset.state : "missing";
-        const seen = window.workerStates;
-        if (!seen.length || seen[seen.length - 1].state !== state) {
-            seen.push({state: state, at: Date.now() / 1000});
-        }
-    };
-    record();
-    new MutationObserver(record).observe(
-        document.body, {subtree: true, childList: true, attributes: true}
-    );
-}"""
 
 
 def sign_in(page: Page, username: str, password: str) -> None:
@@ -173,7 +164,7 @@ def test_status_page_turns_red_when_the_worker_dies_and_green_when_it_is_back(
     expect(page.locator("#live-state")).to_have_text("live")
     for name in COMPONENTS:
         expect(page.locator(f"#component-{name}")).to_have_attribute("data-state", "ok")
-    page.evaluate(RECORD_WORKER_STATES)
+    state_history_start(page, "component-worker")
 
     console.track()
     worker = console.pid("worker")
@@ -181,12 +172,12 @@ def test_status_page_turns_red_when_the_worker_dies_and_green_when_it_is_back(
     os.kill(worker, signal.SIGKILL)
 
     page.wait_for_function(
-        "() => window.workerStates.some(s => s.state === 'down')", timeout=15_000
+        "() => window.stateHistory.some(s => s.state === 'down')", timeout=15_000
     )
     page.wait_for_function(
-        "() => window.workerStates.at(-1).state === 'ok'", timeout=BACK_WITHIN * 1000
+        "() => window.stateHistory.at(-1).state === 'ok'", timeout=BACK_WITHIN * 1000
     )
-    states = page.evaluate("() => window.workerStates")
+    states = state_history(page)
     down_at = next(s["at"] for s in states if s["state"] == "down")
     back_at = states[-1]["at"]
     request.node.user_properties += [

@@ -1,5 +1,6 @@
 """Health and heartbeats: /api/health, system_status, and the components' heartbeats."""
 
+import os
 import time
 from typing import Any
 
@@ -11,6 +12,7 @@ from apps.system.heartbeats import (
     COMPONENTS,
     STOPPED,
     heartbeat_publish,
+    heartbeat_record_death,
     heartbeats_read,
     instance_name,
     redis_client,
@@ -102,6 +104,18 @@ def test_a_stopped_worker_makes_health_503_naming_it() -> None:
     body = response.json()
     assert [name for name, ok in states(body).items() if not ok] == ["worker"]
     assert body["components"]["worker"]["detail"] == "stopped"
+
+
+@pytest.mark.integration
+def test_a_worker_reported_dead_is_down_at_once_with_how_it_died() -> None:
+    beat_all()
+    heartbeat_record_death("worker", os.getpid(), "killed by SIGKILL")
+
+    status = {c.name: c for c in system_status().components}
+
+    assert status["worker"].ok is False
+    assert status["worker"].detail == "died (killed by SIGKILL)"
+    assert status["web"].ok
 
 
 @pytest.mark.integration

@@ -79,6 +79,36 @@ async def test_a_steady_system_is_not_pushed_on_every_tick(
 
 
 @pytest.mark.integration
+async def test_a_push_that_failed_is_sent_again_on_the_next_tick(
+    fast_beats: None,
+    in_memory_channel_layer: None,
+    capture_broadcasts: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from apps.system import lifespan
+
+    real_broadcast = lifespan.status_broadcast
+    calls = []
+
+    async def flaky_broadcast(html: str) -> None:
+        calls.append(html)
+        if len(calls) == 1:
+            raise ConnectionError("channel layer unreachable")
+        await real_broadcast(html)
+
+    monkeypatch.setattr(lifespan, "status_broadcast", flaky_broadcast)
+    async with capture_broadcasts() as captured:
+        task = asyncio.create_task(status_loop(time.time()))
+        try:
+            (message,) = await captured.collect(1)
+        finally:
+            await stop(task)
+
+    assert len(calls) >= 2
+    assert 'id="component-web"' in message["html"]
+
+
+@pytest.mark.integration
 async def test_a_process_that_is_not_leader_beats_but_does_not_push(
     fast_beats: None, in_memory_channel_layer: None, capture_broadcasts: Callable[..., Any]
 ) -> None:

