@@ -16,6 +16,8 @@ from apps.accounts.api import auth_router, tokens_router, users_router, workspac
 from apps.accounts.services import token_authenticate
 from apps.audit.api import router as audit_router
 from apps.monitoring.api import alerts_router, events_router, join_tokens_router, nodes_router
+from apps.scheduler.api import jobs_router, pools_router, quotas_router
+from apps.scheduler.api import nodes_router as scheduler_nodes_router
 from apps.system.api import router as system_router
 from apps.system.errors import ApplicationError
 
@@ -105,6 +107,10 @@ api.add_router("/tokens", tokens_router)
 api.add_router("/users", users_router)
 api.add_router("/audit", audit_router)
 api.add_router("/nodes", nodes_router)
+api.add_router("/nodes", scheduler_nodes_router)
+api.add_router("/jobs", jobs_router)
+api.add_router("/pools", pools_router)
+api.add_router("/quotas", quotas_router)
 api.add_router("/events", events_router)
 api.add_router("/join-tokens", join_tokens_router)
 api.add_router("/alert-channels", alerts_router)

@@ -77,6 +77,7 @@ INSTALLED_APPS = [
     "apps.audit",
     "apps.system",
     "apps.monitoring",
+    "apps.scheduler",
 ]
 
 MIDDLEWARE = [
@@ -184,6 +185,10 @@ CELERY_BEAT_SCHEDULE = {
     },
     "monitoring-rollup": {"task": "monitoring.rollup", "schedule": 60.0},
     "monitoring-prune": {"task": "monitoring.prune", "schedule": 600.0},
+    "scheduler-pass": {
+        "task": "scheduler.pass",
+        "schedule": float(os.environ.get("PODIUM_SCHEDULER_INTERVAL", "2")),
+    },
 }
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -252,6 +257,26 @@ PODIUM = {
     # Webhook delivery: attempts per event and the first retry delay in seconds (doubling).
     "ALERT_ATTEMPTS": int(os.environ.get("PODIUM_ALERT_ATTEMPTS", "5")),
     "ALERT_RETRY_DELAY": float(os.environ.get("PODIUM_ALERT_RETRY_DELAY", "5")),
+    # Scheduler: seconds between timed passes (passes also run at once after a submit, an
+    # exit, a node or health change), and how long a placed job may take to start.
+    "SCHEDULER_INTERVAL": float(os.environ.get("PODIUM_SCHEDULER_INTERVAL", "2")),
+    "JOB_START_TIMEOUT": float(os.environ.get("PODIUM_JOB_START_TIMEOUT", "120")),
+    # Seconds a stopping job gets past its grace before the console kills it again.
+    "JOB_STOP_MARGIN": float(os.environ.get("PODIUM_JOB_STOP_MARGIN", "30")),
+    # Defaults for new jobs: SIGTERM-to-SIGKILL grace and restarts after its own failures.
+    "JOB_GRACE_SECONDS": float(os.environ.get("PODIUM_JOB_GRACE_SECONDS", "60")),
+    "JOB_MAX_RESTARTS": int(os.environ.get("PODIUM_JOB_MAX_RESTARTS", "3")),
+    # A node lost this many times within the window is held out of its pool for a while.
+    "NODE_FLAP_FAILURES": int(os.environ.get("PODIUM_NODE_FLAP_FAILURES", "3")),
+    "NODE_FLAP_WINDOW": float(os.environ.get("PODIUM_NODE_FLAP_WINDOW", "3600")),
+    "NODE_FLAP_HOLD": float(os.environ.get("PODIUM_NODE_FLAP_HOLD", "1800")),
+}
+# The agent messages the scheduler handles (see apps.monitoring.agent_consumer).
+AGENT_MESSAGE_HANDLERS = {
+    "hello": "apps.scheduler.agents.on_hello",
+    "job_started": "apps.scheduler.agents.on_job_started",
+    "job_exited": "apps.scheduler.agents.on_job_exited",
+    "job_output": "apps.scheduler.agents.on_job_output",
 }
 # XID 109 (context-switch timeout) is disputed: "warn" (default) or "reset".
 PODIUM_XID_109_POLICY = os.environ.get("PODIUM_XID_109_POLICY", "warn")

@@ -12,6 +12,7 @@ urlpatterns = [
     path("audit/", include("apps.audit.urls")),
     path("status/", include("apps.system.urls")),
     path("monitoring/", include("apps.monitoring.urls")),
+    path("scheduler/", include("apps.scheduler.urls")),
     path("metrics", metrics_view, name="metrics"),
     path("api/", api.urls),
 ]

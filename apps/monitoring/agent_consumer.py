@@ -97,6 +97,17 @@ def _handlers() -> dict[str, AgentHandler]:
     return {kind: import_string(path) for kind, path in paths.items()}
 
 
+def fence_after() -> float:
+    """Seconds without a word from the console after which an agent kills its jobs.
+
+    Shorter than the time after which the console declares the node lost (whose last
+    batch may be an interval older than the partition), with a second to spare, so a
+    job is always stopped on a cut-off node before the console starts it elsewhere.
+    """
+    lost = settings.PODIUM["NODE_LOST_AFTER"]
+    return max(lost - settings.PODIUM["AGENT_INTERVAL"] - 1.0, lost / 2)
+
+
 def _bearer(scope: dict[str, Any]) -> str | None:
     scheme, _, token = (scope_header(scope, b"authorization") or "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
@@ -128,6 +139,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         self.rejected: Counter[str] = Counter()
         self.rejected_unsaved = 0
         self.last_heard = time.time()
+        self.last_sent = time.monotonic()
         self.bucket = TokenBucket(
             settings.PODIUM["AGENT_RATE"], int(settings.PODIUM["AGENT_BURST"])
         )
@@ -174,6 +186,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         """Send one frame; a frame for an agent that has just gone is dropped quietly."""
         try:
             await self.send(text_data=json.dumps(message, separators=(",", ":")))
+            self.last_sent = time.monotonic()
         except OSError:
             # The server raises an OSError (uvicorn: ClientDisconnected) once the socket is
             # gone; the disconnect handler runs next and does the cleanup.
@@ -281,7 +294,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
             "name": view.name,
             "interval": settings.PODIUM["AGENT_INTERVAL"],
             "heartbeat": settings.PODIUM["AGENT_HEARTBEAT_INTERVAL"],
-            "fence_after": settings.PODIUM["NODE_LOST_AFTER"],
+            "fence_after": fence_after(),
             "ack": None,
         }
         if node_token is not None:
@@ -416,6 +429,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
     async def _ticker(self) -> None:
         """Flush the buffer, save rejection counts, measure the clock, reload conditions."""
         flush_every = settings.PODIUM["TELEMETRY_FLUSH_INTERVAL"]
+        # Often enough that a connected agent never comes near fencing its jobs.
+        beat_every = min(settings.PODIUM["AGENT_HEARTBEAT_INTERVAL"], fence_after() / 3)
         tick = min(0.5, flush_every)
         next_flush = time.monotonic() + flush_every
         next_resync = time.monotonic() + self.RESYNC_INTERVAL
@@ -428,6 +443,9 @@ class AgentConsumer(AsyncWebsocketConsumer):
                     await self._flush()
                 if self.rejected_unsaved:
                     await self._rejected_save()
+                if time.monotonic() - self.last_sent >= beat_every and not self.closing:
+                    # The agent fences its jobs when it hears nothing for a while.
+                    await self._send_json({"type": HEARTBEAT, "ts": time.time()})
                 if now >= next_resync and self.view is not None:
                     next_resync = now + self.RESYNC_INTERVAL
                     await self._send_time()

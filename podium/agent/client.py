@@ -43,6 +43,7 @@ EXIT_OK = 0
 EXIT_REFUSED = 78  # EX_CONFIG: the supervisor does not restart an agent that exits so
 DEFAULT_INTERVAL = 1.0
 DEFAULT_HEARTBEAT = 2.0
+JOB_RECONNECT_DELAY = 1.0  # longest wait between reconnects while job processes run
 REFUSALS = (protocol.CLOSE_REVOKED, protocol.CLOSE_BAD_TOKEN, protocol.CLOSE_NAME_TAKEN)
 
 
@@ -193,6 +194,9 @@ class Agent:
                 if welcomed and time.monotonic() - started >= self.settings.healthy_after:
                     backoff.reset()
                 delay = backoff.delay()
+                if self.jobs.running():
+                    # Jobs are fenced once the console is unreachable for long: try often.
+                    delay = min(delay, JOB_RECONNECT_DELAY)
                 log.info("%s: reconnecting in %.1f s", self.name, delay)
                 await self._pause(delay)
             return EXIT_OK
@@ -502,7 +506,7 @@ class Agent:
             self._settings_from(message)
         elif kind in (protocol.JOB_START, protocol.JOB_SIGNAL, protocol.JOB_ACK):
             await self._job_message(kind, message)
-        else:
+        elif kind != protocol.HEARTBEAT:  # a heartbeat only says the console is there
             log.debug("%s: ignoring a %r message", self.name, kind)
 
     async def _job_message(self, kind: str, message: dict[str, Any]) -> None:

@@ -49,6 +49,8 @@ Console → agent
   "node_token"?: only after a join, "ack": last stored seq or null, "fence_after":
   seconds or null}``. With ``fence_after``, an agent that hears nothing from the console
   for longer than that kills its job processes (fencing); null: never.
+- ``heartbeat``: ``{"type": "heartbeat", "ts": epoch}`` whenever the console sent nothing
+  else for a heartbeat interval, so that a connected agent never fences its jobs.
 - ``ack``: ``{"type": "ack", "seq": n}``: every batch up to ``seq`` is stored; the agent
   may drop them from its replay buffer.
 - ``time``: ``{"type": "time", "t0": console epoch}``; the agent answers at once.

@@ -1,22 +1,16 @@
 """Monitoring end to end: real agents with simulated GPUs, the console, Prometheus, Chromium."""
 
 import itertools
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TypeVar
+from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.e2e.agents import Agents, nodes_by_name, wait_for
 from tests.e2e.conftest import (
     ADMIN_PASSWORD,
     ADMIN_USER,
-    ROOT,
     Console,
     PageGuard,
     state_history,
@@ -25,8 +19,6 @@ from tests.e2e.conftest import (
 from tests.e2e.test_browser import sign_in
 
 pytestmark = pytest.mark.e2e
-
-T = TypeVar("T")
 
 SUSPECT_AFTER = 3.0
 LOST_AFTER = 5.0
@@ -44,57 +36,6 @@ def console_settings() -> dict[str, str]:
         "PODIUM_NODE_LOST_AFTER": str(LOST_AFTER),
         "PODIUM_TELEMETRY_FLUSH_INTERVAL": "1",
     }
-
-
-@dataclass
-class Agents:
-    """Agent processes this module started, by node name."""
-
-    console: Console
-    state_dir: Path
-    log_dir: Path
-    join_token: str
-    procs: dict[str, subprocess.Popen[bytes]]
-
-    def start(self, name: str) -> None:
-        argv = [sys.executable, "-m", "podium.agent", "--server", self.console.url]
-        argv += ["--name", name, "--state-dir", str(self.state_dir), "--simulate-gpus", "8"]
-        env = {**self.console.env, "PODIUM_AGENT_TOKEN": self.join_token}
-        with (self.log_dir / f"{name}.log").open("ab") as log:
-            self.procs[name] = subprocess.Popen(
-                argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-
-    def kill(self, name: str) -> None:
-        proc = self.procs.pop(name)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"{what} did not happen within {timeout:g} s (last: {last!r})", pytrace=False)
-
-
-def nodes_by_name(console: Console, token: str) -> dict[str, dict]:
-    status, body = console.api("GET", "/api/nodes?limit=500", token=token)
-    assert status == 200, body
-    return {node["name"]: node for node in body["items"]}
 
 
 @pytest.fixture(scope="module")

@@ -210,6 +210,17 @@ async def test_commands_reach_the_agent() -> None:
         assert await receive_type(ws, "inject_fault") == command
 
 
+async def test_the_console_tells_a_quiet_agent_it_is_there(settings: Any) -> None:
+    settings.PODIUM = {**settings.PODIUM, "AGENT_HEARTBEAT_INTERVAL": 0.3}
+    _, token = await node_with_token()
+    async with connected(token) as (ws, welcome):
+        beat = await receive_type(ws, "heartbeat", timeout=2)
+
+    lost_after, interval = settings.PODIUM["NODE_LOST_AFTER"], settings.PODIUM["AGENT_INTERVAL"]
+    assert lost_after / 2 <= welcome["fence_after"] <= lost_after - interval
+    assert beat["ts"] == pytest.approx(time.time(), abs=2)
+
+
 # Batches -----------------------------------------------------------------------------------
 
 

@@ -1,0 +1,706 @@
+"""The job runner: the processes of a node's allocations, from start to acknowledged exit.
+
+``JobRunner.start`` runs an allocation's command with ``/bin/sh -c`` in a process group
+of its own, with the agent's environment (minus its secrets) plus the allocation's,
+``CUDA_VISIBLE_DEVICES`` and ``PODIUM_ALLOCATION_ID``. On Linux the shell also dies with
+the agent. Its stdout and stderr, merged, are appended to ``<state>/jobs/<alloc>.log``
+and, while the agent is connected, sent as ``job_output`` batches. When the shell ends,
+whatever is left of its process group is killed and the exit is recorded; it is sent as
+``job_exited`` and kept until the console acknowledges it.
+
+``<state>/<name>.jobs.json`` (0600, replaced atomically) lists the running processes and
+the unacknowledged exits, so an agent that restarts kills the process groups its
+previous life left behind and reports those allocations as lost.
+
+``JobRunner.run`` is the runner's clock: it escalates SIGTERM to SIGKILL after the
+grace, batches the output, and fences: once the console has not been heard from for
+longer than ``fence_after`` seconds, every job process group is killed, so that a job
+the console has given up on never runs twice.
+
+Messages for the console go to ``outbox`` while connected; the client sends them.
+"""
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, TypeGuard
+
+import psutil
+
+from podium.agent import protocol
+from podium.agent.backends import GpuBackend
+from podium.agent.state import write_private
+
+log = logging.getLogger(__name__)
+
+SHELL = "/bin/sh"
+HIDDEN_ENV = ("PODIUM_AGENT_TOKEN",)  # never passed on to a job
+OUTPUT_INTERVAL = 0.5  # seconds between two job_output messages of one allocation
+OUTPUT_PENDING_MAX_LINES = 10 * protocol.OUTPUT_MAX_LINES  # beyond, the oldest are dropped
+TICK = 0.1  # seconds between two checks of the clock while jobs exist
+LINE_MAX_BYTES = 2**16  # output without a newline for this long counts as one line
+DRAIN_TIMEOUT = 2.0  # seconds the output of an ended process may take to close
+STOP_GRACE_MAX = 5.0  # SIGTERM to SIGKILL when the agent stops (its supervisor waits 10 s)
+ACKED_KEPT = 1024  # acknowledged allocations remembered, so a late job_start starts nothing
+PR_SET_PDEATHSIG = 1
+CREATE_TIME_TOLERANCE = 0.05  # seconds; psutil's create time of one process never moves
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """The fields of a valid ``job_start``."""
+
+    alloc: int
+    job: int
+    attempt: int
+    rank: int
+    command: str
+    env: dict[str, str]
+    workdir: str | None
+    gpus: list[int]
+    grace: float
+
+
+@dataclass(eq=False)
+class _Job:
+    """One allocation's process from start until its exit is announced."""
+
+    spec: JobSpec
+    log_path: Path
+    transport: asyncio.SubprocessTransport | None = None
+    pid: int = 0
+    started: float = 0.0
+    create_time: float | None = None
+    log: BinaryIO | None = None
+    watcher: asyncio.Task[None] | None = None
+    partial: bytearray = field(default_factory=bytearray)
+    tail: bytearray = field(default_factory=bytearray)
+    output_bytes: int = 0
+    next_seq: int = 0  # line number of the next line read
+    pending: list[str] = field(default_factory=list)  # lines not sent yet
+    pending_seq: int = 0  # line number of pending[0]
+    last_output: float = -math.inf  # monotonic time of the last job_output
+    kill_at: float | None = None  # monotonic time of the SIGKILL after a SIGTERM
+    killed: bool = False  # the agent sent SIGKILL
+    reason: str = ""
+    exit: dict[str, Any] | None = None
+
+    @property
+    def alloc(self) -> int:
+        return self.spec.alloc
+
+    @property
+    def running(self) -> bool:
+        return self.transport is not None and self.exit is None
+
+
+def _number(value: Any) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _integer(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def alloc_of(message: dict[str, Any]) -> int | None:
+    """The ``alloc`` of a console message, or None when it is missing or not an integer."""
+    alloc = message.get("alloc")
+    return alloc if _integer(alloc) else None
+
+
+def parse_job_start(message: dict[str, Any]) -> JobSpec:
+    """The spec of a ``job_start``; ValueError naming the first bad field.
+
+    ``env``, ``workdir`` and ``gpus`` may be left out (or null): none, the default
+    directory, no GPU.
+    """
+    values: dict[str, Any] = {}
+    for key in ("alloc", "job", "attempt", "rank"):
+        if not _integer(message.get(key)):
+            raise ValueError(f"bad field {key!r}: must be an integer")
+        values[key] = message[key]
+    command = message.get("command")
+    if not isinstance(command, str) or not command.strip():
+        raise ValueError("bad field 'command': must be a non-empty string")
+    env = message.get("env")
+    env = {} if env is None else env
+    if not isinstance(env, dict) or not all(
+        isinstance(key, str) and key and "=" not in key and isinstance(value, str)
+        for key, value in env.items()
+    ):
+        raise ValueError("bad field 'env': must map variable names to strings")
+    workdir = message.get("workdir")
+    if workdir is not None and (not isinstance(workdir, str) or not workdir):
+        raise ValueError("bad field 'workdir': must be a path or null")
+    gpus = message.get("gpus")
+    gpus = [] if gpus is None else gpus
+    if not isinstance(gpus, list) or not all(_integer(gpu) and gpu >= 0 for gpu in gpus):
+        raise ValueError("bad field 'gpus': must be a list of GPU indices")
+    grace = message.get("grace")
+    if not _number(grace) or grace < 0:
+        raise ValueError("bad field 'grace': must be a number of seconds")
+    return JobSpec(
+        command=command,
+        env=dict(env),
+        workdir=workdir,
+        gpus=list(gpus),
+        grace=float(grace),
+        **values,
+    )
+
+
+def _killpg(pgid: int, signum: int) -> None:
+    """Signal a process group; one that is already gone is no error."""
+    if pgid <= 0:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def _create_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def _die_with_agent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has Linux SIGKILL the child when the agent dies; else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    agent = os.getpid()
+
+    def die_with_agent() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != agent:  # the agent died before the line above
+            os._exit(1)
+
+    return die_with_agent
+
+
+def _tail_text(tail: bytes, cut: bool) -> str:
+    """The tail as text; a tail cut from longer output starts at a whole character."""
+    start = 0
+    if cut:
+        while start < len(tail) and tail[start] & 0xC0 == 0x80:
+            start += 1
+    return tail[start:].decode("utf-8", "replace")
+
+
+def _file_tail(path: Path) -> str:
+    """The last ``TAIL_MAX_BYTES`` of a log file ("" when there is none)."""
+    try:
+        with path.open("rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - protocol.TAIL_MAX_BYTES))
+            return _tail_text(handle.read(), size > protocol.TAIL_MAX_BYTES)
+    except OSError:
+        return ""
+
+
+def _exited(
+    alloc: int,
+    *,
+    reason: str,
+    exit_code: int | None = None,
+    signum: int | None = None,
+    tail: str = "",
+) -> dict[str, Any]:
+    return {
+        "type": protocol.JOB_EXITED,
+        "alloc": alloc,
+        "exit_code": exit_code,
+        "signal": signum,
+        "ts": round(time.time(), 3),
+        "reason": reason,
+        "tail": tail,
+    }
+
+
+def leftover_alive(pgid: int, create_time: float | None) -> bool:
+    """Whether the process group ``pgid`` of a previous life of the agent still exists.
+
+    A leader that still runs must have the recorded create time (else its pid was
+    reused). Without a leader, any process left in the group counts: the kernel does
+    not reuse a pid that is still a process group's id.
+    """
+    try:
+        leader = psutil.Process(pgid)
+        started = leader.create_time()
+    except psutil.NoSuchProcess:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    except psutil.Error:
+        return False
+    return create_time is not None and abs(started - create_time) < CREATE_TIME_TOLERANCE
+
+
+class _Pipes(asyncio.SubprocessProtocol):
+    """Hands a process's output to a callback; tells when it exited and its output closed."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, output: Callable[[bytes], None]) -> None:
+        self.output = output
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        self.output(data.encode() if isinstance(data, str) else data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def process_exited(self) -> None:
+        self.exited.set_result(None)
+
+
+class JobRunner:
+    """The job processes of one agent (one node), with their state file."""
+
+    def __init__(
+        self,
+        *,
+        state_dir: Path,
+        name: str,
+        backend: GpuBackend,
+        secrets: Callable[[], Iterable[str]] = tuple,
+    ) -> None:
+        self.name = name
+        self.backend = backend
+        self.jobs_dir = state_dir / "jobs"
+        self.path = state_dir / f"{name}.jobs.json"
+        self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.fence_after: float | None = None
+        self._secrets = secrets
+        self._jobs: dict[int, _Job] = {}  # running, or ended and not announced yet
+        self._exits: dict[int, dict[str, Any]] = {}  # job_exited not acknowledged yet
+        self._acked: deque[int] = deque(maxlen=ACKED_KEPT)
+        self._connected = False
+        self._closing = False
+        self._last_heard = time.monotonic()
+        self._wake = asyncio.Event()
+
+    # What the client tells the runner ---------------------------------------------------
+
+    def heard(self) -> None:
+        """The console was just heard from (any frame)."""
+        self._last_heard = time.monotonic()
+
+    def connected(self) -> None:
+        """A connection was welcomed: send the unacknowledged exits again, then live news."""
+        self._connected = True
+        self.heard()
+        self._forget_unsent()
+        for message in self._exits.values():
+            self.outbox.put_nowait(message)
+
+    def disconnected(self) -> None:
+        """The connection ended: output is no longer queued; exits wait for the next one."""
+        self._connected = False
+        self._forget_unsent()
+
+    def _forget_unsent(self) -> None:
+        while not self.outbox.empty():
+            self.outbox.get_nowait()
+        for job in list(self._jobs.values()):
+            job.pending.clear()
+            if job.exit is not None:
+                del self._jobs[job.alloc]
+
+    def running(self) -> list[dict[str, Any]]:
+        """The allocations whose processes run now, as the hello lists them."""
+        return [
+            {"alloc": job.alloc, "pid": job.pid, "started": job.started}
+            for job in self._jobs.values()
+            if job.running
+        ]
+
+    def _send(self, message: dict[str, Any]) -> None:
+        if self._connected:
+            self.outbox.put_nowait(message)
+
+    # Console messages -----------------------------------------------------------------
+
+    async def start(self, message: dict[str, Any]) -> None:
+        """Act on a ``job_start``: start the process, or answer with the current state."""
+        alloc = alloc_of(message)
+        if alloc is None:
+            log.warning("%s: ignoring a job_start without a valid alloc", self.name)
+            return
+        job = self._jobs.get(alloc)
+        if job is not None and job.exit is None:
+            if job.transport is not None:
+                self._send(self._started(job))
+            return
+        if alloc in self._exits:
+            self._send(self._exits[alloc])
+            return
+        if alloc in self._acked:
+            log.warning("%s: allocation %d has already ended; not starting it", self.name, alloc)
+            return
+        try:
+            spec = parse_job_start(message)
+        except ValueError as exc:
+            log.warning("%s: allocation %d cannot start: %s", self.name, alloc, exc)
+            self._record(_exited(alloc, reason=f"{protocol.REASON_START_FAILED}: {exc}"))
+            return
+        if self._closing:
+            reason = f"{protocol.REASON_START_FAILED}: the agent is stopping"
+            self._record(_exited(alloc, reason=reason))
+            return
+        await self._spawn(spec)
+
+    async def _spawn(self, spec: JobSpec) -> None:
+        job = _Job(spec=spec, log_path=self.jobs_dir / f"{spec.alloc}.log")
+        self._jobs[spec.alloc] = job
+        try:
+            self.jobs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            workdir = Path(spec.workdir) if spec.workdir else self.jobs_dir / str(spec.alloc)
+            if not spec.workdir:
+                workdir.mkdir(mode=0o700, exist_ok=True)
+            descriptor = os.open(job.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            job.log = open(descriptor, "ab", buffering=0)  # noqa: SIM115  (closed at the exit)
+            loop = asyncio.get_running_loop()
+            transport, pipes = await loop.subprocess_exec(
+                lambda: _Pipes(loop, lambda chunk: self._output(job, chunk)),
+                SHELL,
+                "-c",
+                spec.command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+                env=self._environment(spec),
+                start_new_session=True,
+                preexec_fn=_die_with_agent(),
+            )
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            del self._jobs[spec.alloc]
+            if job.log is not None:
+                job.log.close()
+            log.warning("%s: allocation %d did not start: %s", self.name, spec.alloc, exc)
+            self._record(_exited(spec.alloc, reason=f"{protocol.REASON_START_FAILED}: {exc}"))
+            return
+        job.transport = transport
+        job.pid = transport.get_pid()
+        job.started = round(time.time(), 3)
+        job.create_time = _create_time(job.pid)
+        for index in spec.gpus:
+            try:
+                self.backend.attach(index, job.pid)
+            except (IndexError, ValueError):
+                log.warning("%s: allocation %d names no GPU %d", self.name, spec.alloc, index)
+        log.info(
+            "%s: allocation %d (job %d attempt %d rank %d) started as pid %d",
+            self.name,
+            spec.alloc,
+            spec.job,
+            spec.attempt,
+            spec.rank,
+            job.pid,
+        )
+        self._save()
+        self._send(self._started(job))
+        watcher = self._watch(job, transport, pipes)
+        job.watcher = asyncio.create_task(watcher, name=f"job {spec.alloc}")
+        self._wake.set()
+
+    def _environment(self, spec: JobSpec) -> dict[str, str]:
+        secrets = {secret for secret in self._secrets() if secret}
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in HIDDEN_ENV and value not in secrets
+        }
+        env.update(spec.env)
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu) for gpu in spec.gpus)
+        env["PODIUM_ALLOCATION_ID"] = str(spec.alloc)
+        return env
+
+    def signal(self, message: dict[str, Any]) -> None:
+        """Act on a ``job_signal``: SIGTERM (SIGKILL after the grace) or SIGKILL."""
+        alloc, kind, grace = alloc_of(message), message.get("signal"), message.get("grace")
+        if alloc is None or kind not in (protocol.SIGNAL_TERM, protocol.SIGNAL_KILL):
+            log.warning("%s: ignoring a job_signal without a valid alloc and signal", self.name)
+            return
+        job = self._jobs.get(alloc)
+        if job is None or not job.running:
+            known = self._exits.get(alloc)
+            self._send(known or _exited(alloc, reason=protocol.REASON_UNKNOWN))
+            return
+        if kind == protocol.SIGNAL_KILL:
+            self._kill(job)
+            return
+        if grace is not None and (not _number(grace) or grace < 0):
+            log.warning("%s: allocation %d: ignoring a bad grace %r", self.name, alloc, grace)
+            grace = None
+        deadline = time.monotonic() + (job.spec.grace if grace is None else grace)
+        if job.kill_at is None or deadline < job.kill_at:
+            job.kill_at = deadline
+        log.info("%s: allocation %d: SIGTERM", self.name, alloc)
+        _killpg(job.pid, signal.SIGTERM)
+
+    def ack(self, message: dict[str, Any]) -> None:
+        """Act on a ``job_ack``: forget the exit of the allocation."""
+        alloc = alloc_of(message)
+        if alloc is None:
+            log.warning("%s: ignoring a job_ack without a valid alloc", self.name)
+            return
+        if self._exits.pop(alloc, None) is not None:
+            self._acked.append(alloc)
+            self._save()
+
+    def _kill(self, job: _Job) -> None:
+        job.killed = True
+        job.kill_at = None
+        _killpg(job.pid, signal.SIGKILL)
+
+    # Processes ------------------------------------------------------------------------
+
+    async def _watch(
+        self, job: _Job, transport: asyncio.SubprocessTransport, pipes: _Pipes
+    ) -> None:
+        """Wait for the process to end and its output to close, then record the exit."""
+        try:
+            await pipes.exited
+            _killpg(job.pid, signal.SIGKILL)  # what is left of the group
+            await asyncio.wait({pipes.closed}, timeout=DRAIN_TIMEOUT)
+            returncode = transport.get_returncode()
+        finally:
+            transport.close()
+        if job.partial:
+            self._line(job, bytes(job.partial))
+            job.partial.clear()
+        self._ended(job, -signal.SIGKILL if returncode is None else returncode)
+
+    def _output(self, job: _Job, chunk: bytes) -> None:
+        if job.log is not None:
+            try:
+                job.log.write(chunk)
+            except OSError as exc:
+                log.error("%s: cannot write %s: %s", self.name, job.log_path, exc)
+                job.log.close()
+                job.log = None
+        job.output_bytes += len(chunk)
+        job.tail += chunk
+        del job.tail[: -protocol.TAIL_MAX_BYTES]
+        job.partial += chunk
+        if b"\n" not in chunk and len(job.partial) < LINE_MAX_BYTES:
+            return
+        *lines, rest = bytes(job.partial).split(b"\n")
+        job.partial = bytearray(rest)
+        if len(job.partial) >= LINE_MAX_BYTES:
+            lines.append(rest)
+            job.partial.clear()
+        for line in lines:
+            self._line(job, line)
+
+    def _line(self, job: _Job, raw: bytes) -> None:
+        seq = job.next_seq
+        job.next_seq += 1
+        if not self._connected:
+            return
+        if not job.pending:
+            job.pending_seq = seq
+        text = raw.decode("utf-8", "replace").removesuffix("\r")
+        job.pending.append(text[: protocol.OUTPUT_LINE_MAX_CHARS])
+        if len(job.pending) > OUTPUT_PENDING_MAX_LINES:
+            del job.pending[: protocol.OUTPUT_MAX_LINES]
+            job.pending_seq += protocol.OUTPUT_MAX_LINES
+
+    def _ended(self, job: _Job, returncode: int) -> None:
+        """Record the exit of a process; it is announced after its last output."""
+        for index in job.spec.gpus:
+            with contextlib.suppress(IndexError, ValueError):
+                self.backend.detach(index, job.pid)
+        if job.log is not None:
+            job.log.close()
+            job.log = None
+        exit_code, signum = (None, -returncode) if returncode < 0 else (returncode, None)
+        tail = _tail_text(bytes(job.tail), job.output_bytes > protocol.TAIL_MAX_BYTES)
+        job.exit = _exited(
+            job.alloc, reason=job.reason, exit_code=exit_code, signum=signum, tail=tail
+        )
+        log.info(
+            "%s: allocation %d ended (exit code %s, signal %s)%s",
+            self.name,
+            job.alloc,
+            exit_code,
+            signum,
+            f": {job.reason}" if job.reason else "",
+        )
+        self._exits[job.alloc] = job.exit
+        self._save()
+        if len(job.pending) > protocol.OUTPUT_MAX_LINES:
+            dropped = len(job.pending) - protocol.OUTPUT_MAX_LINES
+            del job.pending[:dropped]
+            job.pending_seq += dropped
+        if not self._connected:
+            del self._jobs[job.alloc]
+        else:
+            self._flush(time.monotonic())
+
+    def _record(self, message: dict[str, Any]) -> None:
+        """Keep an exit that had no process (until acknowledged) and send it."""
+        self._exits[message["alloc"]] = message
+        self._save()
+        self._send(message)
+
+    def _started(self, job: _Job) -> dict[str, Any]:
+        return {
+            "type": protocol.JOB_STARTED,
+            "alloc": job.alloc,
+            "pid": job.pid,
+            "pgid": job.pid,
+            "ts": job.started,
+        }
+
+    # The clock ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Escalate, batch output and fence, every ``TICK`` while jobs exist; runs forever."""
+        while True:
+            while not self._jobs:
+                self._wake.clear()
+                await self._wake.wait()
+            await asyncio.sleep(TICK)
+            now = time.monotonic()
+            self._escalate(now)
+            self._fence(now)
+            self._flush(now)
+
+    def _escalate(self, now: float) -> None:
+        for job in self._jobs.values():
+            if job.running and job.kill_at is not None and now >= job.kill_at:
+                job.reason = job.reason or protocol.REASON_KILLED_AFTER_GRACE
+                log.info("%s: allocation %d: SIGKILL after the grace", self.name, job.alloc)
+                self._kill(job)
+
+    def _fence(self, now: float) -> None:
+        silent = now - self._last_heard
+        if self.fence_after is None or silent <= self.fence_after:
+            return
+        for job in self._jobs.values():
+            if job.running and not job.killed:
+                job.reason = f"{protocol.REASON_FENCED}: console unreachable for {silent:.0f} s"
+                log.warning("%s: allocation %d: %s; killing it", self.name, job.alloc, job.reason)
+                self._kill(job)
+
+    def _flush(self, now: float) -> None:
+        """Send due output (one message per allocation) and the exits that follow it."""
+        for job in list(self._jobs.values()):
+            if job.pending and now - job.last_output >= OUTPUT_INTERVAL:
+                lines = job.pending[: protocol.OUTPUT_MAX_LINES]
+                self._send(
+                    {
+                        "type": protocol.JOB_OUTPUT,
+                        "alloc": job.alloc,
+                        "seq": job.pending_seq,
+                        "lines": lines,
+                        "ts": round(time.time(), 3),
+                    }
+                )
+                del job.pending[: len(lines)]
+                job.pending_seq += len(lines)
+                job.last_output = now
+            if job.exit is not None and not job.pending:
+                self._send(job.exit)
+                del self._jobs[job.alloc]
+
+    # Start and stop ---------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Load the state file; kill what a previous life left running and report it lost."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.error("%s: ignoring the unreadable job state %s: %s", self.name, self.path, exc)
+            return
+        if not isinstance(data, dict):
+            log.error("%s: ignoring the malformed job state %s", self.name, self.path)
+            return
+        for message in data.get("exits") or []:
+            if isinstance(message, dict) and alloc_of(message) is not None:
+                self._exits[message["alloc"]] = message
+        self._acked.extend(alloc for alloc in data.get("acked") or [] if _integer(alloc))
+        for entry in data.get("running") or []:
+            alloc = alloc_of(entry) if isinstance(entry, dict) else None
+            if alloc is None:
+                continue
+            pgid, create_time = entry.get("pgid"), entry.get("create_time")
+            if _integer(pgid) and leftover_alive(pgid, create_time):
+                log.warning(
+                    "%s: killing process group %d left by allocation %d before a restart",
+                    self.name,
+                    pgid,
+                    alloc,
+                )
+                _killpg(pgid, signal.SIGKILL)
+            tail = _file_tail(self.jobs_dir / f"{alloc}.log")
+            self._exits[alloc] = _exited(alloc, reason=protocol.REASON_LOST, tail=tail)
+        self._save()
+
+    async def close(self) -> None:
+        """Stop every job: SIGTERM, SIGKILL after a short grace; record the exits."""
+        self._closing = True
+        jobs = [job for job in self._jobs.values() if job.running]
+        if not jobs:
+            return
+        log.info("%s: stopping %d job process(es)", self.name, len(jobs))
+        now = time.monotonic()
+        for job in jobs:
+            job.reason = protocol.REASON_LOST
+            job.kill_at = min(job.kill_at or math.inf, now + min(job.spec.grace, STOP_GRACE_MAX))
+            _killpg(job.pid, signal.SIGTERM)
+        watchers = {job.watcher for job in jobs if job.watcher is not None}
+        while any(job.running for job in jobs) and time.monotonic() < now + STOP_GRACE_MAX:
+            self._escalate(time.monotonic())
+            await asyncio.wait(watchers, timeout=TICK)
+        for job in jobs:
+            if job.running:
+                self._kill(job)
+        if watchers:
+            await asyncio.wait(watchers, timeout=DRAIN_TIMEOUT + 1)
+        self._save()
+
+    def _save(self) -> None:
+        running = [
+            {
+                "alloc": job.alloc,
+                "pid": job.pid,
+                "pgid": job.pid,
+                "started": job.started,
+                "create_time": job.create_time,
+                "gpus": job.spec.gpus,
+            }
+            for job in self._jobs.values()
+            if job.running
+        ]
+        data = {"running": running, "exits": list(self._exits.values()), "acked": list(self._acked)}
+        try:
+            write_private(self.path, json.dumps(data, separators=(",", ":")) + "\n")
+        except OSError as exc:
+            log.error("%s: cannot save the job state in %s: %s", self.name, self.path, exc)
