@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARKS = ("api", "startup", "telemetry")
+BENCHMARKS = ("api", "startup", "telemetry", "scheduler")
 
 
 def main() -> int:

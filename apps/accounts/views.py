@@ -4,12 +4,9 @@ Views parse a form, call a selector or service, and render. A service's
 ApplicationError becomes a form error on the field it names.
 """
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login, logout, update_session_auth_hash
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
-from django.forms import Form
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -28,31 +25,10 @@ from apps.accounts.forms import (
     UserPasswordForm,
     WorkspaceForm,
 )
-from apps.accounts.models import Role, User
+from apps.accounts.models import Role
 from apps.audit.services import audit_record
-from apps.system.errors import ApplicationError, NotFoundError, PermissionDeniedError
-
-
-def _user(request: HttpRequest) -> User:
-    assert isinstance(request.user, User)  # noqa: S101  (login_required guarantees it)
-    return request.user
-
-
-def _access_error_reraise(exc: ApplicationError) -> None:
-    """Let a refusal reach the error-pages middleware (403/404) instead of a form error."""
-    if isinstance(exc, NotFoundError | PermissionDeniedError):
-        raise exc
-
-
-def _form_error(form: Form, exc: ApplicationError) -> None:
-    _access_error_reraise(exc)
-    form.add_error(exc.field if exc.field in form.fields else None, exc.message)
-
-
-def _page(request: HttpRequest, items: object) -> object:
-    per_page = int(settings.PODIUM["PAGE_SIZE"])
-    return Paginator(items, per_page).get_page(request.GET.get("page"))  # type: ignore[arg-type]
-
+from apps.system.errors import ApplicationError
+from apps.system.pages import access_error_reraise, form_error, page_of, request_user
 
 # Sign-in -----------------------------------------------------------------------------------
 
@@ -72,7 +48,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
                 ip=request.META.get("REMOTE_ADDR"),
             )
         except ApplicationError as exc:
-            _form_error(form, exc)
+            form_error(form, exc)
             status = exc.status if exc.status == 429 else 400
         else:
             login(request, user)
@@ -96,12 +72,12 @@ def password_change_view(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             user = services.password_change(
-                actor=_user(request),
+                actor=request_user(request),
                 old_password=form.cleaned_data["old_password"],
                 new_password=form.cleaned_data["new_password"],
             )
         except ApplicationError as exc:
-            _form_error(form, exc)
+            form_error(form, exc)
         else:
             update_session_auth_hash(request, user)
             messages.success(request, "Your password was changed.")
@@ -115,7 +91,7 @@ def password_change_view(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def workspace_list(request: HttpRequest) -> HttpResponse:
-    user = _user(request)
+    user = request_user(request)
     form = WorkspaceForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -125,16 +101,16 @@ def workspace_list(request: HttpRequest) -> HttpResponse:
                 description=form.cleaned_data["description"],
             )
         except ApplicationError as exc:
-            _form_error(form, exc)
+            form_error(form, exc)
         else:
             messages.success(request, f"Workspace {workspace.name} created.")
             return redirect("accounts:workspace_detail", workspace_id=workspace.pk)
-    page = _page(request, selectors.workspace_list(user=user))
+    page = page_of(request, selectors.workspace_list(user=user))
     return render(request, "accounts/workspace_list.html", {"page": page, "form": form})
 
 
 def _members_context(request: HttpRequest, workspace_id: int, **extra: object) -> dict:
-    user = _user(request)
+    user = request_user(request)
     workspace = selectors.workspace_get(user=user, workspace_id=workspace_id)
     role = selectors.membership_role(user=user, workspace=workspace)
     return {
@@ -169,13 +145,13 @@ def workspace_detail(request: HttpRequest, workspace_id: int) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             services.workspace_update(
-                actor=_user(request),
+                actor=request_user(request),
                 workspace=context["workspace"],
                 name=form.cleaned_data["name"],
                 description=form.cleaned_data["description"],
             )
         except ApplicationError as exc:
-            _form_error(form, exc)
+            form_error(form, exc)
         else:
             messages.success(request, "Workspace updated.")
             return redirect("accounts:workspace_detail", workspace_id=workspace_id)
@@ -185,7 +161,7 @@ def workspace_detail(request: HttpRequest, workspace_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def member_add(request: HttpRequest, workspace_id: int) -> HttpResponse:
-    user = _user(request)
+    user = request_user(request)
     workspace = selectors.workspace_get(user=user, workspace_id=workspace_id)
     form = MemberAddForm(request.POST)
     if form.is_valid():
@@ -197,7 +173,7 @@ def member_add(request: HttpRequest, workspace_id: int) -> HttpResponse:
                 role=form.cleaned_data["role"],
             )
         except ApplicationError as exc:
-            _form_error(form, exc)
+            form_error(form, exc)
         else:
             return _render_members(request, workspace_id)
     return _render_members(request, workspace_id, add_form=form, error=True)
@@ -206,7 +182,7 @@ def member_add(request: HttpRequest, workspace_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def member_role(request: HttpRequest, workspace_id: int, user_id: int) -> HttpResponse:
-    user = _user(request)
+    user = request_user(request)
     form = MemberRoleForm(request.POST)
     workspace = selectors.workspace_get(user=user, workspace_id=workspace_id)
     membership = selectors.member_get(user=user, workspace=workspace, user_id=user_id)
@@ -215,7 +191,7 @@ def member_role(request: HttpRequest, workspace_id: int, user_id: int) -> HttpRe
             raise ApplicationError("Choose a valid role.", field="role")
         services.member_role_set(actor=user, membership=membership, role=form.cleaned_data["role"])
     except ApplicationError as exc:
-        _access_error_reraise(exc)
+        access_error_reraise(exc)
         return _render_members(request, workspace_id, error=exc.message)
     return _render_members(request, workspace_id)
 
@@ -223,13 +199,13 @@ def member_role(request: HttpRequest, workspace_id: int, user_id: int) -> HttpRe
 @login_required
 @require_POST
 def member_remove(request: HttpRequest, workspace_id: int, user_id: int) -> HttpResponse:
-    user = _user(request)
+    user = request_user(request)
     workspace = selectors.workspace_get(user=user, workspace_id=workspace_id)
     membership = selectors.member_get(user=user, workspace=workspace, user_id=user_id)
     try:
         services.member_remove(actor=user, membership=membership)
     except ApplicationError as exc:
-        _access_error_reraise(exc)
+        access_error_reraise(exc)
         return _render_members(request, workspace_id, error=exc.message)
     return _render_members(request, workspace_id)
 
@@ -243,7 +219,7 @@ def member_remove(request: HttpRequest, workspace_id: int, user_id: int) -> Http
 def token_list(request: HttpRequest) -> HttpResponse:
     """Tokens and the form to make one. The form posts with htmx and the new secret is
     swapped into the page, so a reload shows it no more and creates nothing."""
-    user = _user(request)
+    user = request_user(request)
     form = TokenForm(request.POST or None)
     created = None
     status = 200
@@ -256,14 +232,14 @@ def token_list(request: HttpRequest) -> HttpResponse:
                     expires_in_days=form.cleaned_data["expires_in_days"],
                 )
             except ApplicationError as exc:
-                _form_error(form, exc)
+                form_error(form, exc)
                 status = 400
             else:
                 created = {"token": token, "plaintext": plaintext}
                 form = TokenForm()
         else:
             status = 400
-    page = _page(request, selectors.token_list(user=user))
+    page = page_of(request, selectors.token_list(user=user))
     template = "accounts/_tokens.html" if request.htmx else "accounts/token_list.html"  # type: ignore[attr-defined]
     return render(
         request,
@@ -276,7 +252,7 @@ def token_list(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
-    user = _user(request)
+    user = request_user(request)
     token = services.token_revoke(
         actor=user, token=selectors.token_get(user=user, token_id=token_id)
     )
@@ -290,28 +266,28 @@ def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def user_list(request: HttpRequest) -> HttpResponse:
-    actor = _user(request)
+    actor = request_user(request)
     users = selectors.user_list(actor=actor)
     form = UserCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
             created = services.user_create(actor=actor, **form.cleaned_data)
         except ApplicationError as exc:
-            _form_error(form, exc)
+            form_error(form, exc)
         else:
             messages.success(request, f"User {created.username} added.")
             return redirect("accounts:user_list")
     return render(
         request,
         "accounts/user_list.html",
-        {"page": _page(request, users), "form": form, "password_form": UserPasswordForm()},
+        {"page": page_of(request, users), "form": form, "password_form": UserPasswordForm()},
     )
 
 
 @login_required
 @require_POST
 def user_update(request: HttpRequest, user_id: int) -> HttpResponse:
-    actor = _user(request)
+    actor = request_user(request)
     user = selectors.user_get(actor=actor, user_id=user_id)
     try:
         action = request.POST.get("action")
@@ -332,6 +308,6 @@ def user_update(request: HttpRequest, user_id: int) -> HttpResponse:
         else:
             raise ApplicationError("Unknown action.", field="action")
     except ApplicationError as exc:
-        _access_error_reraise(exc)
+        access_error_reraise(exc)
         messages.error(request, exc.message)
     return redirect("accounts:user_list")

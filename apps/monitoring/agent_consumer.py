@@ -514,6 +514,11 @@ class AgentConsumer(AsyncWebsocketConsumer):
         """Forward a console command (an ``inject_fault``) to the agent."""
         await self._send_json(event["command"])
 
+    async def agent_commands(self, event: dict[str, Any]) -> None:
+        """Forward several console commands (job starts and signals) in order."""
+        for command in event["commands"]:
+            await self._send_json(command)
+
     async def agent_revoke(self, event: dict[str, Any]) -> None:
         """The node was revoked: close at once."""
         await self._close(CLOSE_REVOKED)

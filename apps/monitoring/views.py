@@ -10,13 +10,10 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
-from django.forms import Form
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -31,7 +28,16 @@ from apps.monitoring.forms import (
     JoinTokenForm,
     NodeFilterForm,
 )
-from apps.system.errors import ApplicationError, NotFoundError, PermissionDeniedError
+from apps.system.errors import ApplicationError, PermissionDeniedError
+from apps.system.pages import (
+    access_error_reraise,
+    form_error,
+    is_htmx,
+    page_of,
+    query_without_page,
+    redirect_back,
+    request_user,
+)
 
 HEATMAP_METRICS = [
     ("util", "Utilization"),
@@ -43,52 +49,13 @@ HEATMAP_METRICS = [
 CLOCK_SKEW_WARN_MS = 2000
 
 
-def _user(request: HttpRequest) -> User:
-    assert isinstance(request.user, User)  # noqa: S101  (login_required guarantees it)
-    return request.user
-
-
-def _htmx(request: HttpRequest) -> bool:
-    return bool(request.htmx)  # type: ignore[attr-defined]
-
-
-def _access_error_reraise(exc: ApplicationError) -> None:
-    """Let a refusal reach the error-pages middleware (403/404) instead of a form error."""
-    if isinstance(exc, NotFoundError | PermissionDeniedError):
-        raise exc
-
-
-def _form_error(form: Form, exc: ApplicationError) -> None:
-    _access_error_reraise(exc)
-    form.add_error(exc.field if exc.field in form.fields else None, exc.message)
-
-
-def _page(request: HttpRequest, items: object) -> Any:
-    per_page = int(settings.PODIUM["PAGE_SIZE"])
-    return Paginator(items, per_page).get_page(request.GET.get("page"))  # type: ignore[arg-type]
-
-
-def _query_without_page(request: HttpRequest) -> str:
-    query = request.GET.copy()
-    query.pop("page", None)
-    return query.urlencode()
-
-
-def _back(request: HttpRequest, fallback: str) -> HttpResponse:
-    """Redirect to the page the form was posted from, when it is ours."""
-    target = request.POST.get("next") or ""
-    if not url_has_allowed_host_and_scheme(target, {request.get_host()}):
-        target = fallback
-    return redirect(target)
-
-
 # Overview ----------------------------------------------------------------------------------
 
 
 @login_required
 def overview(request: HttpRequest) -> HttpResponse:
     """Every GPU of the visible fleet as a heatmap with the fleet's totals, then live."""
-    fleet = selectors.fleet_overview(user=_user(request))
+    fleet = selectors.fleet_overview(user=request_user(request))
     return render(
         request,
         "monitoring/overview.html",
@@ -101,7 +68,7 @@ def overview(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def node_list(request: HttpRequest) -> HttpResponse:
-    user = _user(request)
+    user = request_user(request)
     workspaces = list(workspace_list(user=user).values_list("pk", "name"))
     form = NodeFilterForm(request.GET or None, workspaces=workspaces)
     filters = selectors.NodeFilter()
@@ -117,15 +84,15 @@ def node_list(request: HttpRequest) -> HttpResponse:
         )
     context = {
         "form": form,
-        "page": _page(request, selectors.node_list(user=user, filters=filters)),
-        "query": _query_without_page(request),
+        "page": page_of(request, selectors.node_list(user=user, filters=filters)),
+        "query": query_without_page(request),
     }
-    template = "monitoring/_nodes.html" if _htmx(request) else "monitoring/node_list.html"
+    template = "monitoring/_nodes.html" if is_htmx(request) else "monitoring/node_list.html"
     return render(request, template, context)
 
 
 def _node_context(request: HttpRequest, node_id: int) -> dict[str, Any]:
-    user = _user(request)
+    user = request_user(request)
     node = selectors.node_get(user=user, node_id=node_id)
     role = selectors.node_role(user=user, node=node)
     can_acknowledge = role in {Role.ADMIN, Role.MEMBER}
@@ -186,7 +153,7 @@ def node_events(request: HttpRequest, node_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def node_revoke(request: HttpRequest, node_id: int) -> HttpResponse:
-    user = _user(request)
+    user = request_user(request)
     node = services.node_revoke(actor=user, node=selectors.node_get(user=user, node_id=node_id))
     messages.success(request, f"Node {node.name} revoked; its agent was disconnected.")
     return redirect("monitoring:node_detail", node_id=node_id)
@@ -195,7 +162,7 @@ def node_revoke(request: HttpRequest, node_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def node_return(request: HttpRequest, node_id: int) -> HttpResponse:
-    user = _user(request)
+    user = request_user(request)
     node = selectors.node_get(user=user, node_id=node_id)
     services.node_return_to_service(actor=user, node=node)
     messages.success(request, f"Node {node.name} marked back in service.")
@@ -205,7 +172,7 @@ def node_return(request: HttpRequest, node_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def gpu_return(request: HttpRequest, node_id: int, index: int) -> HttpResponse:
-    user = _user(request)
+    user = request_user(request)
     gpu = selectors.gpu_get(user=user, node_id=node_id, index=index)
     services.gpu_return_to_service(actor=user, gpu=gpu)
     messages.success(request, f"GPU {index} of {gpu.node.name} marked back in service.")
@@ -216,7 +183,7 @@ def gpu_return(request: HttpRequest, node_id: int, index: int) -> HttpResponse:
 @require_POST
 def fault_inject(request: HttpRequest, node_id: int, index: int) -> HttpResponse:
     """Inject a fault into a simulated GPU; htmx gets the result line, others a redirect."""
-    user = _user(request)
+    user = request_user(request)
     gpu = selectors.gpu_get(user=user, node_id=node_id, index=index)
     form = FaultForm(request.POST)
     status, text = 200, ""
@@ -229,9 +196,9 @@ def fault_inject(request: HttpRequest, node_id: int, index: int) -> HttpResponse
         )
         text = f"Fault {form.cleaned_data['fault']} sent to GPU {index}."
     except ApplicationError as exc:
-        _access_error_reraise(exc)
+        access_error_reraise(exc)
         status, text = exc.status, exc.message
-    if _htmx(request):
+    if is_htmx(request):
         return render(
             request,
             "monitoring/_fault_result.html",
@@ -248,14 +215,14 @@ def fault_inject(request: HttpRequest, node_id: int, index: int) -> HttpResponse
 @login_required
 def gpu_history(request: HttpRequest, node_id: int, index: int) -> HttpResponse:
     """One GPU over 15 minutes, an hour (raw), a day (minute rollups) or a week (hour rollups)."""
-    user = _user(request)
+    user = request_user(request)
     gpu = selectors.gpu_get(user=user, node_id=node_id, index=index)
     chosen = request.GET.get("range") or "1h"
     status, error = 200, None
     try:
         history = selectors.gpu_history(user=user, node_id=node_id, index=index, range=chosen)
     except ApplicationError as exc:
-        _access_error_reraise(exc)
+        access_error_reraise(exc)
         status, error, chosen = 400, exc.message, "1h"
         history = selectors.gpu_history(user=user, node_id=node_id, index=index, range=chosen)
     step = history.resolution if history.is_rollup else settings.PODIUM["AGENT_INTERVAL"]
@@ -278,7 +245,7 @@ def gpu_history(request: HttpRequest, node_id: int, index: int) -> HttpResponse:
 
 @login_required
 def event_list(request: HttpRequest) -> HttpResponse:
-    user = _user(request)
+    user = request_user(request)
     nodes = list(selectors.node_list(user=user).values_list("pk", "name"))
     form = EventFilterForm(
         request.GET or None, nodes=nodes, sources=selectors.event_sources(user=user)
@@ -294,10 +261,10 @@ def event_list(request: HttpRequest) -> HttpResponse:
             source=data["source"] or None,
             since=data["since"],
         )
-    page = _page(request, selectors.event_list(user=user, filters=filters))
+    page = page_of(request, selectors.event_list(user=user, filters=filters))
     _mark_acknowledgeable(user, page)
-    context = {"form": form, "page": page, "query": _query_without_page(request)}
-    template = "monitoring/_events.html" if _htmx(request) else "monitoring/event_list.html"
+    context = {"form": form, "page": page, "query": query_without_page(request)}
+    template = "monitoring/_events.html" if is_htmx(request) else "monitoring/event_list.html"
     return render(request, template, context)
 
 
@@ -314,15 +281,15 @@ def _mark_acknowledgeable(user: User, events: Any) -> None:
 @require_POST
 def event_acknowledge(request: HttpRequest, event_id: int) -> HttpResponse:
     """Acknowledge an event; htmx gets the event's row back, others a redirect."""
-    user = _user(request)
+    user = request_user(request)
     event = selectors.event_get(user=user, event_id=event_id)
     error = None
     try:
         services.event_acknowledge(actor=user, event=event)
     except ApplicationError as exc:
-        _access_error_reraise(exc)
+        access_error_reraise(exc)
         error = exc.message
-    if _htmx(request):
+    if is_htmx(request):
         event = selectors.event_get(user=user, event_id=event_id)
         _mark_acknowledgeable(user, [event])
         return render(
@@ -333,7 +300,7 @@ def event_acknowledge(request: HttpRequest, event_id: int) -> HttpResponse:
         )
     if error:
         messages.error(request, error)
-    return _back(request, reverse("monitoring:event_list"))
+    return redirect_back(request, reverse("monitoring:event_list"))
 
 
 # Alerts ------------------------------------------------------------------------------------
@@ -343,7 +310,7 @@ def event_acknowledge(request: HttpRequest, event_id: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def alert_list(request: HttpRequest) -> HttpResponse:
     """Deliveries of events on visible nodes; for platform admins also the webhooks."""
-    user = _user(request)
+    user = request_user(request)
     form = AlertChannelForm(request.POST or None) if user.is_platform_admin else None
     status = 200
     if request.method == "POST":
@@ -353,7 +320,7 @@ def alert_list(request: HttpRequest) -> HttpResponse:
             try:
                 channel = services.alert_channel_create(actor=user, **form.cleaned_data)
             except ApplicationError as exc:
-                _form_error(form, exc)
+                form_error(form, exc)
                 status = 400
             else:
                 messages.success(request, f"Alert channel {channel.name} added.")
@@ -366,7 +333,7 @@ def alert_list(request: HttpRequest) -> HttpResponse:
         "form": form,
         "active": active,
         "channels": selectors.alert_channel_list(user=user) if user.is_platform_admin else None,
-        "page": _page(request, selectors.delivery_list(user=user)),
+        "page": page_of(request, selectors.delivery_list(user=user)),
         "query": "",
     }
     return render(request, "monitoring/alert_list.html", context, status=status)
@@ -376,7 +343,7 @@ def alert_list(request: HttpRequest) -> HttpResponse:
 @require_POST
 def alert_channel_action(request: HttpRequest, channel_id: int) -> HttpResponse:
     """Enable, disable, test or delete a webhook (platform admins)."""
-    user = _user(request)
+    user = request_user(request)
     channel = selectors.alert_channel_get(user=user, channel_id=channel_id)
     action = request.POST.get("action")
     try:
@@ -394,7 +361,7 @@ def alert_channel_action(request: HttpRequest, channel_id: int) -> HttpResponse:
         else:
             raise ApplicationError("Unknown action.", field="action")
     except ApplicationError as exc:
-        _access_error_reraise(exc)
+        access_error_reraise(exc)
         messages.error(request, exc.message)
     return redirect("monitoring:alert_list")
 
@@ -419,7 +386,7 @@ def _join_token_form(user: User, data: Any = None) -> JoinTokenForm:
 def join_tokens(request: HttpRequest) -> HttpResponse:
     """Join tokens and the form to make one; the new secret is shown once, with the command
     to run on a node. The form posts with htmx, so a reload shows it no more."""
-    user = _user(request)
+    user = request_user(request)
     if not selectors.join_token_can_manage(user=user):
         raise PermissionDeniedError("Only platform admins and workspace admins manage join tokens.")
     form = _join_token_form(user, request.POST or None)
@@ -440,7 +407,7 @@ def join_tokens(request: HttpRequest) -> HttpResponse:
                     max_uses=data["max_uses"],
                 )
             except ApplicationError as exc:
-                _form_error(form, exc)
+                form_error(form, exc)
                 status = 400
             else:
                 command = selectors.join_command(
@@ -453,18 +420,18 @@ def join_tokens(request: HttpRequest) -> HttpResponse:
     context = {
         "form": form,
         "created": created,
-        "page": _page(request, selectors.join_token_list(user=user)),
+        "page": page_of(request, selectors.join_token_list(user=user)),
         "query": "",
         "now": timezone.now(),
     }
-    template = "monitoring/_join_tokens.html" if _htmx(request) else "monitoring/join_tokens.html"
+    template = "monitoring/_join_tokens.html" if is_htmx(request) else "monitoring/join_tokens.html"
     return render(request, template, context, status=status)
 
 
 @login_required
 @require_POST
 def join_token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
-    user = _user(request)
+    user = request_user(request)
     token = selectors.join_token_get(user=user, token_id=token_id)
     services.join_token_revoke(actor=user, token=token)
     messages.success(request, f"Join token {token.name} revoked.")

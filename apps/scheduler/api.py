@@ -158,7 +158,7 @@ def job_submit(request: HttpRequest, payload: JobIn) -> Any:
     workspace = workspace_get(user=user, workspace_id=payload.workspace_id)
     spec = services.JobSpec(**payload.dict(exclude={"workspace_id"}))
     job = services.job_submit(actor=user, workspace=workspace, spec=spec)
-    return Status(201, _job_detail(user, job.pk))
+    return Status(201, _job_out(job, [], None))
 
 
 @jobs_router.get("/{int:job_id}", response=JobOut)

@@ -6,14 +6,18 @@ exists. Browsers fetch the changed partials over HTTP; output lines come as they
 """
 
 import json
+import logging
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from apps.scheduler import selectors
-from apps.scheduler.broadcast import job_group, pool_group
+from apps.scheduler.broadcast import job_group, job_watch, pool_group
 from apps.system.errors import NotFoundError
+
+logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
@@ -53,12 +57,31 @@ class _GroupConsumer(AsyncWebsocketConsumer):
 
 
 class JobConsumer(_GroupConsumer):
-    """One job's page: ``changed`` when its state or timeline moved, and its output lines."""
+    """One job's page: ``changed`` when its state or timeline moved, and its output lines.
+
+    While connected it counts as a watcher of the job: only watched jobs are pushed.
+    """
+
+    job_id: int | None = None
 
     async def authorise(self, user: Any) -> str:
         job_id = int(self.scope["url_route"]["kwargs"]["job_id"])
         await database_sync_to_async(selectors.job_get)(user=user, job_id=job_id)
+        self.job_id = job_id
+        await self._watch(+1)
         return job_group(job_id)
+
+    async def disconnect(self, code: int) -> None:
+        await super().disconnect(code)
+        await self._watch(-1)
+
+    async def _watch(self, delta: int) -> None:
+        if self.job_id is None:
+            return
+        try:
+            await sync_to_async(job_watch, thread_sensitive=False)(self.job_id, delta)
+        except Exception:
+            logger.warning("Redis unreachable: job %s pushed whether watched or not", self.job_id)
 
     async def job_changed(self, event: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps({"kind": "changed"}))

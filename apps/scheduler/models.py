@@ -52,6 +52,10 @@ class NodeSchedule(models.Model):
     # Epoch seconds of recent failures (node lost); too many in a window hold it out.
     failures = models.JSONField(default=list, blank=True)
     held_until = models.DateTimeField(null=True, blank=True)
+    # GPU indices joined by NVLink, worked out from the GPUs the agent reported when it
+    # connected at ``topology_at`` (the node's ``connected_at``); redone after a reconnect.
+    nvlink_groups = models.JSONField(default=list, blank=True)
+    topology_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:

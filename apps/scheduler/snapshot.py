@@ -8,9 +8,15 @@ by an operator. Suspect nodes stay in the snapshot (their jobs still hold GPUs) 
 nothing new.
 """
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
+
+from django.core.exceptions import EmptyResultSet
+from django.db import connection
+from django.db.models import QuerySet
 
 from apps.monitoring.models import Gpu, Health, Node
 from apps.scheduler.engine import (
@@ -32,18 +38,48 @@ LIVE_NODE_STATES = (Node.State.READY, Node.State.SUSPECT)
 
 @dataclass
 class Loaded:
-    """The snapshot and the rows it came from, for applying the decisions."""
+    """The snapshot and what applying its decisions needs from the rows it came from."""
 
     snapshot: Snapshot
-    pending: dict[int, Job]
+    # Pending job id → (workspace id, pool id).
+    pending: dict[int, tuple[int, int]]
     node_names: dict[int, str]
+
+
+@dataclass(frozen=True)
+class GpuRow:
+    """What the snapshot needs of one GPU."""
+
+    index: int
+    uuid: str
+    nvlink_peers: list[str]
+    present: bool
+    health: str
+
+
+def raw_rows(queryset: QuerySet[Any, Any]) -> list[tuple[Any, ...]]:
+    """The rows of a ``values_list`` queryset as the database returns them, without the
+    ORM's per-value conversions (a pass reads tens of thousands of rows). JSON columns
+    come back as text on some databases: decode them with ``json_value``."""
+    try:
+        sql, params = queryset.query.sql_with_params()
+    except EmptyResultSet:  # a filter such as ``pk__in=[]`` that matches nothing
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def json_value(value: Any) -> Any:
+    """A JSON column's value from ``raw_rows``: decoded already, or text to decode."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 def _epoch(value: datetime | None) -> float | None:
     return value.timestamp() if value is not None else None
 
 
-def nvlink_groups(gpus: list[Gpu]) -> tuple[frozenset[int], ...]:
+def nvlink_groups(gpus: list[GpuRow]) -> tuple[frozenset[int], ...]:
     """GPU indices joined by NVLink, as connected groups (none when no peers are known)."""
     by_uuid = {g.uuid: g.index for g in gpus if g.uuid}
     parent = {g.index: g.index for g in gpus}
@@ -94,40 +130,77 @@ def schedules_ensure() -> int:
     return len(missing)
 
 
-def _nodes(now: datetime) -> tuple[list[NodeView], dict[int, str]]:
-    schedules = {
-        s.node_id: s
-        for s in NodeSchedule.objects.filter(
-            node__revoked_at__isnull=True, node__state__in=LIVE_NODE_STATES
-        ).select_related("node")
+def _topology_refresh(stale: dict[int, datetime | None]) -> dict[int, list[list[int]]]:
+    """Work out the NVLink groups of nodes whose agent connected since they were last
+    worked out, and keep them on the node's schedule."""
+    gpus: dict[int, list[GpuRow]] = defaultdict(list)
+    rows = raw_rows(
+        Gpu.objects.filter(node_id__in=list(stale))
+        .order_by("node_id", "index")
+        .values_list("node_id", "index", "uuid", "nvlink_peers", "present", "health")
+    )
+    for node_id, index, uuid, peers, present, health in rows:
+        gpus[node_id].append(GpuRow(index, uuid, json_value(peers) or [], bool(present), health))
+    groups = {
+        node_id: [sorted(group) for group in nvlink_groups(gpus.get(node_id, []))]
+        for node_id in stale
     }
-    gpus_by_node: dict[int, list[Gpu]] = defaultdict(list)
-    for gpu in Gpu.objects.filter(node_id__in=schedules).order_by("node_id", "index"):
-        gpus_by_node[gpu.node_id].append(gpu)
-    views, names = [], {}
-    for node_id, schedule in schedules.items():
-        node = schedule.node
-        names[node_id] = node.name
-        out = set(schedule.gpus_out or [])
-        gpus = gpus_by_node.get(node_id, [])
-        usable = tuple(
-            g.index
-            for g in gpus
-            if g.present and g.health != Health.UNHEALTHY and g.index not in out
+    schedules = [
+        NodeSchedule(node_id=node_id, nvlink_groups=groups[node_id], topology_at=connected)
+        for node_id, connected in stale.items()
+    ]
+    NodeSchedule.objects.bulk_update(schedules, ["nvlink_groups", "topology_at"], batch_size=500)
+    return groups
+
+
+def _nodes(now: datetime) -> tuple[list[NodeView], dict[int, str]]:
+    rows = list(
+        NodeSchedule.objects.filter(
+            node__revoked_at__isnull=True, node__state__in=LIVE_NODE_STATES
+        ).values_list(
+            "node_id",
+            "node__name",
+            "node__state",
+            "node__health",
+            "node__connected_at",
+            "pool_id",
+            "state",
+            "held_until",
+            "gpus_out",
+            "nvlink_groups",
+            "topology_at",
         )
+    )
+    stale = {row[0]: row[4] for row in rows if row[4] != row[10]}
+    fresh = _topology_refresh(stale) if stale else {}
+    usable_by_node: dict[int, list[int]] = defaultdict(list)
+    gpu_rows = raw_rows(
+        Gpu.objects.filter(node_id__in=[row[0] for row in rows], present=True)
+        .exclude(health=Health.UNHEALTHY)
+        .order_by("node_id", "index")
+        .values_list("node_id", "index")
+    )
+    for node_id, index in gpu_rows:
+        usable_by_node[node_id].append(index)
+    views, names = [], {}
+    for row in rows:
+        node_id, name, node_state, node_health, _, pool_id, state, held_until, out = row[:9]
+        names[node_id] = name
+        taken_out = set(out or [])
+        groups = fresh.get(node_id, row[9]) or []
         accepting = (
-            node.state == Node.State.READY
-            and node.health != Health.UNHEALTHY
-            and schedule.state == NodeSchedule.State.ACTIVE
-            and (schedule.held_until is None or schedule.held_until <= now)
+            node_state == Node.State.READY
+            and node_health != Health.UNHEALTHY
+            and state == NodeSchedule.State.ACTIVE
+            and (held_until is None or held_until <= now)
         )
         views.append(
             NodeView(
                 id=node_id,
-                name=node.name,
-                pool_id=schedule.pool_id,
-                gpus=usable,
-                nvlink_groups=nvlink_groups(gpus),
+                name=name,
+                pool_id=pool_id,
+                gpus=tuple(i for i in usable_by_node.get(node_id, []) if i not in taken_out),
+                nvlink_groups=tuple(frozenset(group) for group in groups),
                 accepting=accepting,
             )
         )
@@ -182,24 +255,35 @@ def _running() -> list[RunningJob]:
 def snapshot_load(now: datetime) -> Loaded:
     """Everything the engine needs, read in a handful of queries."""
     nodes, names = _nodes(now)
-    pending_jobs = {
-        j.pk: j
-        for j in Job.objects.filter(state=Job.State.PENDING).select_related("workspace", "pool")
-    }
-    pending = [
-        PendingJob(
-            id=job.pk,
-            workspace_id=job.workspace_id,
-            pool_id=job.pool_id,
-            priority=PRIORITIES[job.priority],
-            nodes=job.nodes,
-            gpus_per_node=job.gpus_per_node,
-            order=job.queue_order,
-            max_duration=job.max_duration,
-            avoid_nodes=frozenset(job.avoid_nodes or []),
+    rows = raw_rows(
+        Job.objects.filter(state=Job.State.PENDING).values_list(
+            "pk",
+            "workspace_id",
+            "pool_id",
+            "priority",
+            "nodes",
+            "gpus_per_node",
+            "queue_order",
+            "max_duration",
+            "avoid_nodes",
         )
-        for job in pending_jobs.values()
-    ]
+    )
+    pending, owners = [], {}
+    for pk, workspace_id, pool_id, priority, nodes_wanted, per_node, order, limit, avoid in rows:
+        owners[pk] = (workspace_id, pool_id)
+        pending.append(
+            PendingJob(
+                id=pk,
+                workspace_id=workspace_id,
+                pool_id=pool_id,
+                priority=PRIORITIES[priority],
+                nodes=nodes_wanted,
+                gpus_per_node=per_node,
+                order=order,
+                max_duration=limit,
+                avoid_nodes=frozenset(json_value(avoid) or []),
+            )
+        )
     quotas = [
         QuotaView(
             workspace_id=q.workspace_id,
@@ -217,4 +301,4 @@ def snapshot_load(now: datetime) -> Loaded:
         pending=tuple(pending),
         quotas=tuple(quotas),
     )
-    return Loaded(snapshot=snapshot, pending=pending_jobs, node_names=names)
+    return Loaded(snapshot=snapshot, pending=owners, node_names=names)

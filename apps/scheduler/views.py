@@ -9,16 +9,13 @@ or a message; refusals reach the 403/404 pages.
 from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.forms import Form
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -37,7 +34,16 @@ from apps.scheduler.forms import (
 )
 from apps.scheduler.lifecycle import HOLDING_STATES, RUNNING_STATES, TERMINAL_STATES
 from apps.scheduler.models import Job, Pool, Priority
-from apps.system.errors import ApplicationError, NotFoundError, PermissionDeniedError
+from apps.system.errors import ApplicationError, PermissionDeniedError
+from apps.system.pages import (
+    access_error_reraise,
+    form_error,
+    is_htmx,
+    page_of,
+    query_without_page,
+    redirect_back,
+    request_user,
+)
 
 # Running jobs listed per pool on the queue page.
 RUNNING_SHOWN = 100
@@ -50,45 +56,6 @@ JOB_ACTIONS: dict[str, Callable[..., Job]] = {
     "hold": services.job_hold,
     "release": services.job_release,
 }
-
-
-def _user(request: HttpRequest) -> User:
-    assert isinstance(request.user, User)  # noqa: S101  (login_required guarantees it)
-    return request.user
-
-
-def _htmx(request: HttpRequest) -> bool:
-    return bool(request.htmx)  # type: ignore[attr-defined]
-
-
-def _access_error_reraise(exc: ApplicationError) -> None:
-    """Let a refusal reach the error-pages middleware (403/404) instead of a form error."""
-    if isinstance(exc, NotFoundError | PermissionDeniedError):
-        raise exc
-
-
-def _form_error(form: Form, exc: ApplicationError) -> None:
-    _access_error_reraise(exc)
-    form.add_error(exc.field if exc.field in form.fields else None, exc.message)
-
-
-def _page(request: HttpRequest, items: object) -> Any:
-    per_page = int(settings.PODIUM["PAGE_SIZE"])
-    return Paginator(items, per_page).get_page(request.GET.get("page"))  # type: ignore[arg-type]
-
-
-def _query_without_page(request: HttpRequest) -> str:
-    query = request.GET.copy()
-    query.pop("page", None)
-    return query.urlencode()
-
-
-def _back(request: HttpRequest, fallback: str) -> HttpResponse:
-    """Redirect to the page the form was posted from, when it is ours."""
-    target = request.POST.get("next") or ""
-    if not url_has_allowed_host_and_scheme(target, {request.get_host()}):
-        target = fallback
-    return redirect(target)
 
 
 def _running(user: User, pool: Pool) -> list[tuple[Job, list[Any]]]:
@@ -134,7 +101,7 @@ def _pool_live(user: User, pool: Pool) -> dict[str, Any]:
 @login_required
 def queue(request: HttpRequest) -> HttpResponse:
     """Per pool: the waiting jobs in order with why they wait, then the running ones."""
-    user = _user(request)
+    user = request_user(request)
     pools = list(selectors.pool_list())
     chosen = next((p for p in pools if str(p.pk) == request.GET.get("pool")), None)
     context = {
@@ -149,7 +116,7 @@ def queue(request: HttpRequest) -> HttpResponse:
 def queue_pool(request: HttpRequest, pool_id: int) -> HttpResponse:
     """One pool's section of the queue page, which it refreshes when the pool changes."""
     pool = selectors.pool_get(pool_id=pool_id)
-    return render(request, "scheduler/_queue_pool.html", _pool_live(_user(request), pool))
+    return render(request, "scheduler/_queue_pool.html", _pool_live(request_user(request), pool))
 
 
 # Jobs --------------------------------------------------------------------------------------
@@ -158,7 +125,7 @@ def queue_pool(request: HttpRequest, pool_id: int) -> HttpResponse:
 @login_required
 def job_list(request: HttpRequest) -> HttpResponse:
     """The jobs of the user's workspaces, newest first, filtered."""
-    user = _user(request)
+    user = request_user(request)
     form = JobFilterForm(
         request.GET or None,
         workspaces=list(workspace_list(user=user).values_list("pk", "name")),
@@ -173,7 +140,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
             states=(data["state"],) if data["state"] else (),
             q=data["q"].strip(),
         )
-    page = _page(request, selectors.job_list(user=user, filters=filters))
+    page = page_of(request, selectors.job_list(user=user, filters=filters))
     jobs = list(page)
     allocations = selectors.allocations_current(jobs)
     info = selectors.queue_info([j.pk for j in jobs if j.state == Job.State.PENDING])
@@ -181,9 +148,9 @@ def job_list(request: HttpRequest) -> HttpResponse:
         "form": form,
         "page": page,
         "rows": [(j, allocations.get(j.pk, []), info.get(j.pk)) for j in jobs],
-        "query": _query_without_page(request),
+        "query": query_without_page(request),
     }
-    template = "scheduler/_jobs.html" if _htmx(request) else "scheduler/job_list.html"
+    template = "scheduler/_jobs.html" if is_htmx(request) else "scheduler/job_list.html"
     return render(request, template, context)
 
 
@@ -200,7 +167,7 @@ def _submit_workspaces(user: User) -> list[tuple[int, str]]:
 @require_http_methods(["GET", "POST"])
 def job_new(request: HttpRequest) -> HttpResponse:
     """Submit a job; errors are shown on the fields they concern."""
-    user = _user(request)
+    user = request_user(request)
     workspaces = _submit_workspaces(user)
     pools = list(selectors.pool_list().values_list("name", flat=True))
     initial = {"workspace": request.GET.get("workspace"), "pool": request.GET.get("pool")}
@@ -227,7 +194,7 @@ def job_new(request: HttpRequest) -> HttpResponse:
                 workspace = workspace_get(user=user, workspace_id=data["workspace"])
                 job = services.job_submit(actor=user, workspace=workspace, spec=spec)
             except ApplicationError as exc:
-                _form_error(form, exc)
+                form_error(form, exc)
                 status = 400
             else:
                 messages.success(request, f"Job {job.pk} {job.name} queued in {job.pool.name}.")
@@ -259,7 +226,7 @@ def _job_actions(job: Job, *, can_act: bool, can_move: bool) -> list[tuple[str, 
 
 
 def _job_context(request: HttpRequest, job_id: int, error: str | None = None) -> dict[str, Any]:
-    user = _user(request)
+    user = request_user(request)
     job = selectors.job_get(user=user, job_id=job_id)
     can_act = selectors.job_can_act(user=user, job=job)
     can_move = user.is_platform_admin and job.state in (Job.State.PENDING, Job.State.HELD)
@@ -320,7 +287,7 @@ def job_state(request: HttpRequest, job_id: int) -> HttpResponse:
 def job_action(request: HttpRequest, job_id: int) -> HttpResponse:
     """Cancel, requeue, hold, release, reprioritise or move a job; htmx gets the state
     partial back, others a redirect to the job."""
-    user = _user(request)
+    user = request_user(request)
     job = selectors.job_get(user=user, job_id=job_id)
     action = request.POST.get("action") or ""
     error, done = None, ""
@@ -340,9 +307,9 @@ def job_action(request: HttpRequest, job_id: int) -> HttpResponse:
         else:
             raise ApplicationError("Unknown action.", field="action")
     except ApplicationError as exc:
-        _access_error_reraise(exc)
+        access_error_reraise(exc)
         error = exc.message
-    if _htmx(request):
+    if is_htmx(request):
         context = _job_context(request, job_id, error=error)
         return render(request, "scheduler/_job_state.html", context, status=409 if error else 200)
     if error:
@@ -359,7 +326,7 @@ def job_action(request: HttpRequest, job_id: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def pool_list(request: HttpRequest) -> HttpResponse:
     """Every pool with its capacity; platform admins also create pools here."""
-    user = _user(request)
+    user = request_user(request)
     form = PoolForm(request.POST or None) if user.is_platform_admin else None
     status = 200
     if request.method == "POST":
@@ -369,7 +336,7 @@ def pool_list(request: HttpRequest) -> HttpResponse:
             try:
                 pool = services.pool_create(actor=user, **form.cleaned_data)
             except ApplicationError as exc:
-                _form_error(form, exc)
+                form_error(form, exc)
                 status = 400
             else:
                 messages.success(request, f"Pool {pool.name} created.")
@@ -424,7 +391,7 @@ def _pool_post(user: User, pool: Pool, form: Form, which: str) -> str:
 def pool_detail(request: HttpRequest, pool_id: int) -> HttpResponse:
     """A pool's capacity and per-workspace usage (live), its queue, its nodes; platform
     admins set quotas and move nodes into it here."""
-    user = _user(request)
+    user = request_user(request)
     pool = selectors.pool_get(pool_id=pool_id)
     which = request.POST.get("form", "") if request.method == "POST" else ""
     forms = _pool_forms(user, pool, request.POST, which)
@@ -437,7 +404,7 @@ def pool_detail(request: HttpRequest, pool_id: int) -> HttpResponse:
             try:
                 done = _pool_post(user, pool, form, which)
             except ApplicationError as exc:
-                _form_error(form, exc)
+                form_error(form, exc)
                 status = 400
             else:
                 messages.success(request, done)
@@ -458,14 +425,14 @@ def pool_detail(request: HttpRequest, pool_id: int) -> HttpResponse:
 def pool_usage(request: HttpRequest, pool_id: int) -> HttpResponse:
     """The pool's capacity, usage bars, queue and running jobs: the live partial."""
     pool = selectors.pool_get(pool_id=pool_id)
-    return render(request, "scheduler/_pool_usage.html", _pool_live(_user(request), pool))
+    return render(request, "scheduler/_pool_usage.html", _pool_live(request_user(request), pool))
 
 
 @login_required
 @require_POST
 def quota_delete(request: HttpRequest, quota_id: int) -> HttpResponse:
     """Remove a quota (platform admins)."""
-    user = _user(request)
+    user = request_user(request)
     quota = selectors.quota_get_visible(user=user, quota_id=quota_id)
     services.quota_delete(actor=user, quota=quota)
     messages.success(request, f"Quota of {quota.workspace.name} in {quota.pool.name} removed.")
@@ -476,7 +443,7 @@ def quota_delete(request: HttpRequest, quota_id: int) -> HttpResponse:
 
 
 def _node_context(request: HttpRequest, node: Node, error: str | None = None) -> dict[str, Any]:
-    user = _user(request)
+    user = request_user(request)
     schedule = selectors.node_schedule(node=node)
     now = timezone.now()
     gpus_out = set(schedule.gpus_out or []) if schedule else set()
@@ -497,12 +464,12 @@ def _node_context(request: HttpRequest, node: Node, error: str | None = None) ->
 def node_scheduling(request: HttpRequest, node_id: int) -> HttpResponse:
     """A node's pool, scheduling state, jobs running there and GPUs out: the block the
     monitoring node page loads, with the operator's actions."""
-    node = monitoring_selectors.node_get(user=_user(request), node_id=node_id)
+    node = monitoring_selectors.node_get(user=request_user(request), node_id=node_id)
     return render(request, "scheduler/_node_scheduling.html", _node_context(request, node))
 
 
 def _node_answer(request: HttpRequest, node: Node, error: str | None, done: str) -> HttpResponse:
-    if _htmx(request):
+    if is_htmx(request):
         context = _node_context(request, node, error=error)
         return render(
             request, "scheduler/_node_scheduling.html", context, status=409 if error else 200
@@ -511,14 +478,14 @@ def _node_answer(request: HttpRequest, node: Node, error: str | None, done: str)
         messages.error(request, error)
     else:
         messages.success(request, done)
-    return _back(request, reverse("monitoring:node_detail", args=[node.pk]))
+    return redirect_back(request, reverse("monitoring:node_detail", args=[node.pk]))
 
 
 @login_required
 @require_POST
 def node_action(request: HttpRequest, node_id: int) -> HttpResponse:
     """Cordon, drain or uncordon a node (admins of the node)."""
-    user = _user(request)
+    user = request_user(request)
     node = monitoring_selectors.node_get(user=user, node_id=node_id)
     action = request.POST.get("action") or ""
     form = ReasonForm(request.POST)
@@ -532,7 +499,7 @@ def node_action(request: HttpRequest, node_id: int) -> HttpResponse:
         else:
             raise ApplicationError("Unknown action.", field="action")
     except ApplicationError as exc:
-        _access_error_reraise(exc)
+        access_error_reraise(exc)
         error = exc.message
     past = {"cordon": "cordoned", "drain": "drained", "uncordon": "uncordoned"}.get(action, "")
     return _node_answer(request, node, error, f"Node {node.name} {past}.")
@@ -542,7 +509,7 @@ def node_action(request: HttpRequest, node_id: int) -> HttpResponse:
 @require_POST
 def gpu_action(request: HttpRequest, node_id: int, index: int) -> HttpResponse:
     """Take a GPU out of scheduling or put it back (admins of the node)."""
-    user = _user(request)
+    user = request_user(request)
     node = monitoring_selectors.node_get(user=user, node_id=node_id)
     action = request.POST.get("action") or ""
     error = None
@@ -556,7 +523,7 @@ def gpu_action(request: HttpRequest, node_id: int, index: int) -> HttpResponse:
         else:
             raise ApplicationError("Unknown action.", field="action")
     except ApplicationError as exc:
-        _access_error_reraise(exc)
+        access_error_reraise(exc)
         error = exc.message
     done = "taken out of scheduling" if action == "take_out" else "back in scheduling"
     return _node_answer(request, node, error, f"GPU {index} of {node.name} {done}.")

@@ -405,6 +405,11 @@ class Agent:
     def _collect(self, seq: int) -> str:
         """Sample the GPUs and the host and encode the batch (runs in a worker thread)."""
         gpus = self.backend.sample()
+        for reading in gpus:
+            for proc in reading.get("procs") or ():
+                job = self.jobs.job_of(proc["pid"])
+                if job is not None:
+                    proc["job"] = job
         host = self.host.sample()
         events = self.backend.drain_events()
         batch = {

@@ -300,6 +300,9 @@ class JobRunner:
         self._closing = False
         self._last_heard = time.monotonic()
         self._wake = asyncio.Event()
+        # Process group → job id of the running jobs; replaced whole on every change, so
+        # the sampling thread can read it while the event loop runs.
+        self.process_groups: dict[int, int] = {}
 
     # What the client tells the runner ---------------------------------------------------
 
@@ -327,6 +330,16 @@ class JobRunner:
             job.pending.clear()
             if job.exit is not None:
                 del self._jobs[job.alloc]
+
+    def job_of(self, pid: int) -> int | None:
+        """The job a process belongs to (by its process group), if it is one of ours."""
+        groups = self.process_groups
+        if not groups:
+            return None
+        try:
+            return groups.get(os.getpgid(pid))
+        except OSError:
+            return None
 
     def running(self) -> list[dict[str, Any]]:
         """The allocations whose processes run now, as the hello lists them."""
@@ -687,6 +700,8 @@ class JobRunner:
         self._save()
 
     def _save(self) -> None:
+        """Persist the running allocations and unacknowledged exits; refresh the groups."""
+        self.process_groups = {job.pid: job.spec.job for job in self._jobs.values() if job.running}
         running = [
             {
                 "alloc": job.alloc,

@@ -38,7 +38,8 @@ Agent → console
 A GPU_READING has ``i`` (index) and any of the keys in ``GPU_READING_KEYS``; a key that
 is absent or null was not available (NotSupported), never zero. ``lost: true`` says
 the GPU stopped answering (NVML's GpuIsLost, or fallen off the bus). ``procs`` lists
-``{"pid", "name", "user", "mem_mib"}``.
+``{"pid", "name", "user", "mem_mib"}``, plus ``"job"`` (its id) for a process of a job
+the agent runs.
 
 An EVENT is ``{"kind": "xid" | "ecc_sbe" | "ecc_dbe" | "remap_failure" | "gpu_lost"
 | "recovery_action", "gpu": index, "code": int | None, "ts": epoch, "detail": str}``.

@@ -1,12 +1,13 @@
 """Agent processes for end-to-end tests: start, kill and cut them off from the console."""
 
+import contextlib
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -116,3 +117,28 @@ class Partition:
         self.server.close()
         for sock in self.sockets:
             sock.close()
+
+
+def nodes_ready(console: Console, token: str, names: tuple[str, ...]) -> bool:
+    """Whether every named node is ready."""
+    nodes = nodes_by_name(console, token)
+    return all(nodes.get(n, {}).get("state") == "ready" for n in names)
+
+
+@contextlib.contextmanager
+def agents_running(
+    console: Console, token: str, names: tuple[str, ...], root: Path
+) -> Iterator[Agents]:
+    """Join one simulated 8-GPU agent per name with a fresh join token; stop them after."""
+    status, body = console.api(
+        "POST", "/api/join-tokens", token=token, body={"name": "e2e", "max_uses": 20}
+    )
+    assert status == 201, body
+    running = Agents(console, root / "state", root, body["token"], {})
+    try:
+        for name in names:
+            running.start(name)
+        wait_for(lambda: nodes_ready(console, token, names), 30, "every agent's node ready")
+        yield running
+    finally:
+        running.stop_all()

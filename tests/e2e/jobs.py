@@ -3,18 +3,13 @@
 import sys
 from typing import Any
 
-from tests.e2e.agents import nodes_by_name, wait_for
+from tests.e2e.agents import wait_for
 from tests.e2e.conftest import Console
 
 # A job that prints a line every 0.3 s until stopped.
 LOOP = (
     f"{sys.executable} -c \"import time\nwhile True: print('tick', flush=True); time.sleep(0.3)\""
 )
-
-
-def ready(console: Console, token: str, names: tuple[str, ...]) -> bool:
-    nodes = nodes_by_name(console, token)
-    return all(nodes.get(n, {}).get("state") == "ready" for n in names)
 
 
 def submit(console: Console, token: str, workspace_id: int, **fields: Any) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.agents import Agents, nodes_by_name, wait_for
+from tests.e2e.agents import Agents, agents_running, nodes_by_name, wait_for
 from tests.e2e.conftest import (
     ADMIN_PASSWORD,
     ADMIN_USER,
@@ -47,26 +47,8 @@ def admin_token(console: Console) -> str:
 def agents(
     console: Console, admin_token: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Agents]:
-    status, body = console.api(
-        "POST", "/api/join-tokens", token=admin_token, body={"name": "e2e", "max_uses": 10}
-    )
-    assert status == 201, body
-    root = tmp_path_factory.mktemp("agents")
-    running = Agents(console, root / "state", root, body["token"], {})
-    try:
-        for name in AGENTS:
-            running.start(name)
-        wait_for(
-            lambda: all(
-                nodes_by_name(console, admin_token).get(n, {}).get("state") == "ready"
-                for n in AGENTS
-            ),
-            30,
-            "every agent's node ready",
-        )
+    with agents_running(console, admin_token, AGENTS, tmp_path_factory.mktemp("agents")) as running:
         yield running
-    finally:
-        running.stop_all()
 
 
 def node_id(console: Console, token: str, name: str) -> int:

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from tests.e2e.agents import Agents, Partition, nodes_by_name, wait_for
+from tests.e2e.agents import Agents, Partition, agents_running, nodes_by_name, nodes_ready, wait_for
 from tests.e2e.conftest import ADMIN_PASSWORD, ADMIN_USER, Console
-from tests.e2e.jobs import cancel, event_kinds, job_get, ready, running_on, submit
+from tests.e2e.jobs import cancel, event_kinds, job_get, running_on, submit
 
 pytestmark = pytest.mark.e2e
 
@@ -49,19 +49,8 @@ def workspace_id(console: Console, token: str) -> int:
 def agents(
     console: Console, token: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Agents]:
-    status, body = console.api(
-        "POST", "/api/join-tokens", token=token, body={"name": "sched", "max_uses": 10}
-    )
-    assert status == 201, body
-    root = tmp_path_factory.mktemp("agents")
-    running = Agents(console, root / "state", root, body["token"], {})
-    try:
-        for name in AGENTS:
-            running.start(name)
-        wait_for(lambda: ready(console, token, AGENTS), 30, "every agent's node ready")
+    with agents_running(console, token, AGENTS, tmp_path_factory.mktemp("agents")) as running:
         yield running
-    finally:
-        running.stop_all()
 
 
 def test_a_command_job_runs_on_a_simulated_node_and_succeeds(
@@ -120,7 +109,7 @@ def test_killing_an_agent_requeues_its_job_onto_another_node_within_detection_an
     assert nodes_by_name(console, token)[victim]["state"] == "lost"
 
     agents.start(victim)
-    wait_for(lambda: ready(console, token, (victim,)), 30, "the restarted node ready")
+    wait_for(lambda: nodes_ready(console, token, (victim,)), 30, "the restarted node ready")
     second = submit(console, token, workspace_id, gpus_per_node=8)
     back = wait_for(lambda: running_on(console, token, second["id"]), 30, "a job on the node")
     assert back["allocation"][0]["node"] == victim
@@ -168,7 +157,7 @@ def test_a_partitioned_agent_kills_its_job_processes(
     relay = Partition(console.port)
     try:
         agents.start("sched-p", server=relay.url)
-        wait_for(lambda: ready(console, token, ("sched-p",)), 30, "the relayed node ready")
+        wait_for(lambda: nodes_ready(console, token, ("sched-p",)), 30, "the relayed node ready")
         nodes = nodes_by_name(console, token)
         for name in AGENTS:
             status, body = console.api(

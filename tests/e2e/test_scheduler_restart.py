@@ -6,9 +6,9 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from tests.e2e.agents import Agents, wait_for
+from tests.e2e.agents import Agents, agents_running, nodes_ready, wait_for
 from tests.e2e.conftest import ADMIN_PASSWORD, ADMIN_USER, Console
-from tests.e2e.jobs import LOOP, cancel, job_get, ready, running_on, submit
+from tests.e2e.jobs import LOOP, cancel, job_get, running_on, submit
 
 pytestmark = pytest.mark.e2e
 
@@ -29,18 +29,10 @@ def console_settings() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def agent(console: Console, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agents]:
     token = console.token(ADMIN_USER, ADMIN_PASSWORD)
-    status, body = console.api(
-        "POST", "/api/join-tokens", token=token, body={"name": "restart", "max_uses": 1}
-    )
-    assert status == 201, body
-    root = tmp_path_factory.mktemp("agents")
-    running = Agents(console, root / "state", root, body["token"], {})
-    try:
-        running.start("restart-a")
-        wait_for(lambda: ready(console, token, ("restart-a",)), 30, "the node ready")
+    with agents_running(
+        console, token, ("restart-a",), tmp_path_factory.mktemp("agents")
+    ) as running:
         yield running
-    finally:
-        running.stop_all()
 
 
 def test_a_console_restart_neither_loses_nor_restarts_a_running_job(
@@ -55,7 +47,7 @@ def test_a_console_restart_neither_loses_nor_restarts_a_running_job(
 
     assert console.restart() == 0
     token = console.token(ADMIN_USER, ADMIN_PASSWORD)
-    wait_for(lambda: ready(console, token, ("restart-a",)), 30, "the agent reconnected")
+    wait_for(lambda: nodes_ready(console, token, ("restart-a",)), 30, "the agent reconnected")
     after = wait_for(lambda: running_on(console, token, job["id"]), 10, "the job still running")
 
     assert after["attempt"] == before["attempt"]

@@ -16,12 +16,13 @@ class Sent:
         self.messages: list[tuple[str, dict[str, Any]]] = []
 
     def commands(self, node_id: int | None = None) -> list[dict[str, Any]]:
-        """Commands sent to agents (of one node, or all)."""
+        """Commands sent to agents (of one node, or all), in order."""
         return [
-            m["command"]
+            command
             for group, m in self.messages
-            if m.get("type") == "agent.command"
+            if m.get("type") == "agent.commands"
             and (node_id is None or group == f"monitoring.agent.{node_id}")
+            for command in m["commands"]
         ]
 
     def clear(self) -> None:
@@ -32,9 +33,7 @@ class Sent:
 def sent(monkeypatch: pytest.MonkeyPatch) -> Sent:
     """Record every group push instead of sending it."""
     record = Sent()
-    monkeypatch.setattr(
-        broadcast, "group_push", lambda group, message: record.messages.append((group, message))
-    )
+    monkeypatch.setattr(broadcast, "groups_push", record.messages.extend)
     return record
 
 

@@ -118,3 +118,20 @@ async def test_a_pool_that_does_not_exist_is_refused(cast: Cast) -> None:
 
     assert await ws.connect() == (False, CLOSE_NOT_FOUND)
     await ws.disconnect()
+
+
+@pytest.mark.integration
+async def test_only_jobs_a_browser_watches_are_pushed(cast: Cast, pool: Pool) -> None:
+    from apps.scheduler.broadcast import jobs_watched
+
+    watched = await database_sync_to_async(job_create)(cast.workspace, pool)
+    unwatched = await database_sync_to_async(job_create)(cast.workspace, pool)
+    ws = await socket(f"/ws/scheduler/jobs/{watched.pk}/", cast.member)
+    assert (await ws.connect())[0]
+
+    during = await database_sync_to_async(jobs_watched)([watched.pk, unwatched.pk])
+    await ws.disconnect()
+    after = await database_sync_to_async(jobs_watched)([watched.pk, unwatched.pk])
+
+    assert during == [watched.pk]
+    assert after == []

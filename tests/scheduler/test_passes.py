@@ -432,3 +432,24 @@ def test_a_new_node_joins_the_default_pool_by_itself(
     assert schedule.pool.is_default
     job.refresh_from_db()
     assert job.state == State.PENDING
+
+
+def test_nvlink_groups_are_worked_out_once_per_connection_of_the_agent(pool: Pool) -> None:
+    from apps.scheduler.snapshot import snapshot_load
+
+    node = node_in(pool, "gpu-1", gpus=4)
+    gpus = {g.index: g for g in Gpu.objects.filter(node=node)}
+    for a, b in ((0, 1), (2, 3)):
+        Gpu.objects.filter(pk=gpus[a].pk).update(nvlink_peers=[gpus[b].uuid])
+        Gpu.objects.filter(pk=gpus[b].pk).update(nvlink_peers=[gpus[a].uuid])
+
+    (view,) = snapshot_load(timezone.now()).snapshot.nodes
+    assert set(view.nvlink_groups) == {frozenset({0, 1}), frozenset({2, 3})}
+
+    Gpu.objects.filter(node=node).update(nvlink_peers=[])
+    (cached,) = snapshot_load(timezone.now()).snapshot.nodes
+    Node.objects.filter(pk=node.pk).update(connected_at=timezone.now() + timedelta(seconds=1))
+    (reconnected,) = snapshot_load(timezone.now()).snapshot.nodes
+
+    assert cached.nvlink_groups == view.nvlink_groups
+    assert reconnected.nvlink_groups == ()

@@ -220,6 +220,8 @@ def _reading(raw: Any, where: str) -> tuple[int, dict[str, Any]]:
         proc = _dict(proc, f"{where}.procs[{position}]")
         _int(proc.get("pid"), f"{where}.procs[{position}].pid")
         _number(proc.get("mem_mib"), f"{where}.procs[{position}].mem_mib")
+        if proc.get("job") is not None:
+            _int(proc["job"], f"{where}.procs[{position}].job")
     return index, reading
 
 

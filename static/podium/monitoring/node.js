@@ -55,10 +55,11 @@
     if (!rows.length) {
       var tr = document.createElement("tr");
       var td = document.createElement("td");
-      td.colSpan = 5; td.className = "empty"; td.textContent = "No process on the GPUs.";
+      td.colSpan = 6; td.className = "empty"; td.textContent = "No process on the GPUs.";
       tr.appendChild(td); body.appendChild(tr);
       return;
     }
+    var jobBase = body.getAttribute("data-job-base");
     rows.forEach(function (row) {
       var p = row[1];
       var tr = document.createElement("tr");
@@ -69,6 +70,14 @@
         td.textContent = text;
         tr.appendChild(td);
       });
+      var job = document.createElement("td");
+      if (p.job && jobBase) {
+        var link = document.createElement("a");
+        link.href = jobBase + encodeURIComponent(p.job) + "/";
+        link.textContent = "job " + p.job;
+        job.appendChild(link);
+      }
+      tr.appendChild(job);
       body.appendChild(tr);
     });
   }
