@@ -121,6 +121,20 @@ async def test_start_runs_the_command_in_its_own_process_group(runner, console) 
     assert stat.S_IMODE(runner.path.stat().st_mode) == 0o600
 
 
+async def test_processes_of_a_job_are_known_by_their_group(runner, console) -> None:
+    await runner.start(job_start(7, "sleep 30 & sleep 30"))
+    started = await console.started(7)
+    shell = psutil.Process(started["pid"])
+    child = await console.wait_for(lambda: shell.children())
+
+    assert runner.job_of(started["pid"]) == 107
+    assert runner.job_of(child[0].pid) == 107
+    assert runner.job_of(os.getpid()) is None
+    runner.signal({"type": protocol.JOB_SIGNAL, "alloc": 7, "signal": "kill"})
+    await console.exited(7)
+    assert runner.job_of(started["pid"]) is None
+
+
 async def test_output_is_batched_with_line_numbers(runner, console, tmp_path) -> None:
     command = 'i=0; while [ $i -lt 450 ]; do echo "line $i"; i=$((i+1)); done; sleep 30'
     await runner.start(job_start(2, command))

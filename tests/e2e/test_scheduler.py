@@ -7,10 +7,12 @@ from collections.abc import Iterator
 
 import psutil
 import pytest
+from playwright.sync_api import Page, expect
 
 from tests.e2e.agents import Agents, Partition, agents_running, nodes_by_name, nodes_ready, wait_for
-from tests.e2e.conftest import ADMIN_PASSWORD, ADMIN_USER, Console
+from tests.e2e.conftest import ADMIN_PASSWORD, ADMIN_USER, Console, PageGuard
 from tests.e2e.jobs import cancel, event_kinds, job_get, running_on, submit
+from tests.e2e.test_browser import sign_in
 
 pytestmark = pytest.mark.e2e
 
@@ -207,3 +209,25 @@ def test_a_partitioned_agent_kills_its_job_processes(
     finally:
         agents.kill("sched-p")
         relay.close()
+
+
+def test_the_queue_page_says_why_a_job_waits_and_shows_it_start_live(
+    page: Page, console: Console, agents: Agents, token: str, workspace_id: int, guard: PageGuard
+) -> None:
+    big = submit(console, token, workspace_id, name="too-big", gpus_per_node=8, nodes=2)
+    first = wait_for(lambda: running_on(console, token, big["id"]), 30, "the 2-node job running")
+    waiting = submit(console, token, workspace_id, name="waits", gpus_per_node=8)
+    sign_in(page, ADMIN_USER, ADMIN_PASSWORD)
+
+    page.goto("/scheduler/")
+    expect(page.locator("#live-state")).to_have_text("live")
+    row = page.locator(f"#queue-job-{waiting['id']}")
+    expect(row).to_contain_text("waits")
+    expect(row.locator("td.reason")).to_contain_text("8")
+    cancel(console, token, big["id"])
+
+    expect(page.locator(f"#queue-job-{waiting['id']}")).to_have_count(0, timeout=15_000)
+    expect(page.locator(f"#running-job-{waiting['id']}")).to_be_visible(timeout=15_000)
+    assert first["allocation"][0]["node"] in AGENTS
+    cancel(console, token, waiting["id"])
+    guard.assert_clean()

@@ -250,6 +250,10 @@ def test_a_malformed_hello_names_the_field(change: dict, field: str) -> None:
         ({"host": {"cpu_percent": "1"}}, "host.cpu_percent"),
         ({"events": [{"kind": "boom"}]}, "events[0].kind"),
         ({"events": [{"kind": "xid", "code": "79"}]}, "events[0].code"),
+        (
+            {"gpus": [reading(0, procs=[{"pid": 1, "mem_mib": 1, "job": "x"}])]},
+            "gpus[0].procs[0].job",
+        ),
     ],
 )
 def test_a_malformed_batch_names_the_field(change: dict, field: str) -> None:
@@ -257,6 +261,14 @@ def test_a_malformed_batch_names_the_field(change: dict, field: str) -> None:
         batch_validate({**batch(1), **change})
 
     assert error.value.field == field
+
+
+def test_a_process_may_name_its_job() -> None:
+    procs = [{"pid": 41, "name": "python", "user": "ml", "mem_mib": 512.0, "job": 12}]
+
+    checked = batch_validate(batch(1, readings=[reading(0, procs=procs)]))
+
+    assert checked.gpus[0]["util"] == 50.0
 
 
 def test_missing_readings_stay_missing() -> None:
