@@ -22,25 +22,37 @@ Messages for the console go to ``outbox`` while connected; the client sends them
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
 import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, TypeGuard
-
-import psutil
+from typing import Any, BinaryIO
 
 from podium.agent import protocol
 from podium.agent.backends import GpuBackend
+from podium.agent.jobmessages import (
+    JobSpec,
+    alloc_of,
+    exited_message,
+    is_integer,
+    is_number,
+    parse_job_start,
+)
+from podium.agent.processes import (
+    create_time,
+    die_with_agent_hook,
+    file_tail,
+    killpg,
+    leftover_alive,
+    tail_text,
+)
 from podium.agent.state import write_private
 
 log = logging.getLogger(__name__)
@@ -54,23 +66,6 @@ LINE_MAX_BYTES = 2**16  # output without a newline for this long counts as one l
 DRAIN_TIMEOUT = 2.0  # seconds the output of an ended process may take to close
 STOP_GRACE_MAX = 5.0  # SIGTERM to SIGKILL when the agent stops (its supervisor waits 10 s)
 ACKED_KEPT = 1024  # acknowledged allocations remembered, so a late job_start starts nothing
-PR_SET_PDEATHSIG = 1
-CREATE_TIME_TOLERANCE = 0.05  # seconds; psutil's create time of one process never moves
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """The fields of a valid ``job_start``."""
-
-    alloc: int
-    job: int
-    attempt: int
-    rank: int
-    command: str
-    env: dict[str, str]
-    workdir: str | None
-    gpus: list[int]
-    grace: float
 
 
 @dataclass(eq=False)
@@ -104,156 +99,6 @@ class _Job:
     @property
     def running(self) -> bool:
         return self.transport is not None and self.exit is None
-
-
-def _number(value: Any) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _integer(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def alloc_of(message: dict[str, Any]) -> int | None:
-    """The ``alloc`` of a console message, or None when it is missing or not an integer."""
-    alloc = message.get("alloc")
-    return alloc if _integer(alloc) else None
-
-
-def parse_job_start(message: dict[str, Any]) -> JobSpec:
-    """The spec of a ``job_start``; ValueError naming the first bad field.
-
-    ``env``, ``workdir`` and ``gpus`` may be left out (or null): none, the default
-    directory, no GPU.
-    """
-    values: dict[str, Any] = {}
-    for key in ("alloc", "job", "attempt", "rank"):
-        if not _integer(message.get(key)):
-            raise ValueError(f"bad field {key!r}: must be an integer")
-        values[key] = message[key]
-    command = message.get("command")
-    if not isinstance(command, str) or not command.strip():
-        raise ValueError("bad field 'command': must be a non-empty string")
-    env = message.get("env")
-    env = {} if env is None else env
-    if not isinstance(env, dict) or not all(
-        isinstance(key, str) and key and "=" not in key and isinstance(value, str)
-        for key, value in env.items()
-    ):
-        raise ValueError("bad field 'env': must map variable names to strings")
-    workdir = message.get("workdir")
-    if workdir is not None and (not isinstance(workdir, str) or not workdir):
-        raise ValueError("bad field 'workdir': must be a path or null")
-    gpus = message.get("gpus")
-    gpus = [] if gpus is None else gpus
-    if not isinstance(gpus, list) or not all(_integer(gpu) and gpu >= 0 for gpu in gpus):
-        raise ValueError("bad field 'gpus': must be a list of GPU indices")
-    grace = message.get("grace")
-    if not _number(grace) or grace < 0:
-        raise ValueError("bad field 'grace': must be a number of seconds")
-    return JobSpec(
-        command=command,
-        env=dict(env),
-        workdir=workdir,
-        gpus=list(gpus),
-        grace=float(grace),
-        **values,
-    )
-
-
-def _killpg(pgid: int, signum: int) -> None:
-    """Signal a process group; one that is already gone is no error."""
-    if pgid <= 0:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signum)
-
-
-def _create_time(pid: int) -> float | None:
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return None
-
-
-def _die_with_agent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that has Linux SIGKILL the child when the agent dies; else None."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    agent = os.getpid()
-
-    def die_with_agent() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != agent:  # the agent died before the line above
-            os._exit(1)
-
-    return die_with_agent
-
-
-def _tail_text(tail: bytes, cut: bool) -> str:
-    """The tail as text; a tail cut from longer output starts at a whole character."""
-    start = 0
-    if cut:
-        while start < len(tail) and tail[start] & 0xC0 == 0x80:
-            start += 1
-    return tail[start:].decode("utf-8", "replace")
-
-
-def _file_tail(path: Path) -> str:
-    """The last ``TAIL_MAX_BYTES`` of a log file ("" when there is none)."""
-    try:
-        with path.open("rb") as handle:
-            size = handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, size - protocol.TAIL_MAX_BYTES))
-            return _tail_text(handle.read(), size > protocol.TAIL_MAX_BYTES)
-    except OSError:
-        return ""
-
-
-def _exited(
-    alloc: int,
-    *,
-    reason: str,
-    exit_code: int | None = None,
-    signum: int | None = None,
-    tail: str = "",
-) -> dict[str, Any]:
-    return {
-        "type": protocol.JOB_EXITED,
-        "alloc": alloc,
-        "exit_code": exit_code,
-        "signal": signum,
-        "ts": round(time.time(), 3),
-        "reason": reason,
-        "tail": tail,
-    }
-
-
-def leftover_alive(pgid: int, create_time: float | None) -> bool:
-    """Whether the process group ``pgid`` of a previous life of the agent still exists.
-
-    A leader that still runs must have the recorded create time (else its pid was
-    reused). Without a leader, any process left in the group counts: the kernel does
-    not reuse a pid that is still a process group's id.
-    """
-    try:
-        leader = psutil.Process(pgid)
-        started = leader.create_time()
-    except psutil.NoSuchProcess:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    except psutil.Error:
-        return False
-    return create_time is not None and abs(started - create_time) < CREATE_TIME_TOLERANCE
 
 
 class _Pipes(asyncio.SubprocessProtocol):
@@ -376,11 +221,11 @@ class JobRunner:
             spec = parse_job_start(message)
         except ValueError as exc:
             log.warning("%s: allocation %d cannot start: %s", self.name, alloc, exc)
-            self._record(_exited(alloc, reason=f"{protocol.REASON_START_FAILED}: {exc}"))
+            self._record(exited_message(alloc, reason=f"{protocol.REASON_START_FAILED}: {exc}"))
             return
         if self._closing:
             reason = f"{protocol.REASON_START_FAILED}: the agent is stopping"
-            self._record(_exited(alloc, reason=reason))
+            self._record(exited_message(alloc, reason=reason))
             return
         await self._spawn(spec)
 
@@ -406,19 +251,21 @@ class JobRunner:
                 cwd=workdir,
                 env=self._environment(spec),
                 start_new_session=True,
-                preexec_fn=_die_with_agent(),
+                preexec_fn=die_with_agent_hook(),
             )
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             del self._jobs[spec.alloc]
             if job.log is not None:
                 job.log.close()
             log.warning("%s: allocation %d did not start: %s", self.name, spec.alloc, exc)
-            self._record(_exited(spec.alloc, reason=f"{protocol.REASON_START_FAILED}: {exc}"))
+            self._record(
+                exited_message(spec.alloc, reason=f"{protocol.REASON_START_FAILED}: {exc}")
+            )
             return
         job.transport = transport
         job.pid = transport.get_pid()
         job.started = round(time.time(), 3)
-        job.create_time = _create_time(job.pid)
+        job.create_time = create_time(job.pid)
         for index in spec.gpus:
             try:
                 self.backend.attach(index, job.pid)
@@ -460,19 +307,19 @@ class JobRunner:
         job = self._jobs.get(alloc)
         if job is None or not job.running:
             known = self._exits.get(alloc)
-            self._send(known or _exited(alloc, reason=protocol.REASON_UNKNOWN))
+            self._send(known or exited_message(alloc, reason=protocol.REASON_UNKNOWN))
             return
         if kind == protocol.SIGNAL_KILL:
             self._kill(job)
             return
-        if grace is not None and (not _number(grace) or grace < 0):
+        if grace is not None and (not is_number(grace) or grace < 0):
             log.warning("%s: allocation %d: ignoring a bad grace %r", self.name, alloc, grace)
             grace = None
         deadline = time.monotonic() + (job.spec.grace if grace is None else grace)
         if job.kill_at is None or deadline < job.kill_at:
             job.kill_at = deadline
         log.info("%s: allocation %d: SIGTERM", self.name, alloc)
-        _killpg(job.pid, signal.SIGTERM)
+        killpg(job.pid, signal.SIGTERM)
 
     def ack(self, message: dict[str, Any]) -> None:
         """Act on a ``job_ack``: forget the exit of the allocation."""
@@ -487,7 +334,7 @@ class JobRunner:
     def _kill(self, job: _Job) -> None:
         job.killed = True
         job.kill_at = None
-        _killpg(job.pid, signal.SIGKILL)
+        killpg(job.pid, signal.SIGKILL)
 
     # Processes ------------------------------------------------------------------------
 
@@ -497,7 +344,7 @@ class JobRunner:
         """Wait for the process to end and its output to close, then record the exit."""
         try:
             await pipes.exited
-            _killpg(job.pid, signal.SIGKILL)  # what is left of the group
+            killpg(job.pid, signal.SIGKILL)  # what is left of the group
             await asyncio.wait({pipes.closed}, timeout=DRAIN_TIMEOUT)
             returncode = transport.get_returncode()
         finally:
@@ -551,8 +398,8 @@ class JobRunner:
             job.log.close()
             job.log = None
         exit_code, signum = (None, -returncode) if returncode < 0 else (returncode, None)
-        tail = _tail_text(bytes(job.tail), job.output_bytes > protocol.TAIL_MAX_BYTES)
-        job.exit = _exited(
+        tail = tail_text(bytes(job.tail), job.output_bytes > protocol.TAIL_MAX_BYTES)
+        job.exit = exited_message(
             job.alloc, reason=job.reason, exit_code=exit_code, signum=signum, tail=tail
         )
         log.info(
@@ -658,22 +505,22 @@ class JobRunner:
         for message in data.get("exits") or []:
             if isinstance(message, dict) and alloc_of(message) is not None:
                 self._exits[message["alloc"]] = message
-        self._acked.extend(alloc for alloc in data.get("acked") or [] if _integer(alloc))
+        self._acked.extend(alloc for alloc in data.get("acked") or [] if is_integer(alloc))
         for entry in data.get("running") or []:
             alloc = alloc_of(entry) if isinstance(entry, dict) else None
             if alloc is None:
                 continue
             pgid, create_time = entry.get("pgid"), entry.get("create_time")
-            if _integer(pgid) and leftover_alive(pgid, create_time):
+            if is_integer(pgid) and leftover_alive(pgid, create_time):
                 log.warning(
                     "%s: killing process group %d left by allocation %d before a restart",
                     self.name,
                     pgid,
                     alloc,
                 )
-                _killpg(pgid, signal.SIGKILL)
-            tail = _file_tail(self.jobs_dir / f"{alloc}.log")
-            self._exits[alloc] = _exited(alloc, reason=protocol.REASON_LOST, tail=tail)
+                killpg(pgid, signal.SIGKILL)
+            tail = file_tail(self.jobs_dir / f"{alloc}.log")
+            self._exits[alloc] = exited_message(alloc, reason=protocol.REASON_LOST, tail=tail)
         self._save()
 
     async def close(self) -> None:
@@ -687,7 +534,7 @@ class JobRunner:
         for job in jobs:
             job.reason = protocol.REASON_LOST
             job.kill_at = min(job.kill_at or math.inf, now + min(job.spec.grace, STOP_GRACE_MAX))
-            _killpg(job.pid, signal.SIGTERM)
+            killpg(job.pid, signal.SIGTERM)
         watchers = {job.watcher for job in jobs if job.watcher is not None}
         while any(job.running for job in jobs) and time.monotonic() < now + STOP_GRACE_MAX:
             self._escalate(time.monotonic())

@@ -16,7 +16,8 @@ import pytest
 
 from podium.agent import protocol
 from podium.agent.backends.simulated import SimulatedBackend
-from podium.agent.jobs import JobRunner, parse_job_start
+from podium.agent.jobmessages import parse_job_start
+from podium.agent.jobs import JobRunner
 
 
 class Console:
