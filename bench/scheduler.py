@@ -47,7 +47,7 @@ import psutil
 
 from apps.scheduler.engine import PRIORITIES, schedule
 from bench.scheduler_engine import synthetic_snapshot, verify
-from bench.startup import _free_port, _healthy
+from bench.startup import console_down, console_up
 from bench.telemetry import _cpu_rss
 
 NODES = 1000
@@ -606,31 +606,10 @@ def _submissions(
 def api_measure() -> dict[str, Any]:
     """Submissions per second and their latency with ``API_CLIENTS`` concurrent clients."""
     root = Path(tempfile.mkdtemp(prefix="podium-bench-sched-api-"))
-    port = _free_port()
+    console, port = console_up(root / "data", ADMIN_PASSWORD)
     base = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "PODIUM_DATA_DIR": str(root / "data"),
-        "PODIUM_PORT": str(port),
-        "PODIUM_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "PODIUM_LOCAL_AGENT": "0",
-    }
-    for key in ("REDIS_URL", "DATABASE_URL", "PODIUM_DEMO_NODES"):
-        env.pop(key, None)
-    console = subprocess.Popen(
-        [sys.executable, "-m", "console", "up"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     agent = None
     try:
-        started = time.monotonic()
-        while not _healthy(port):
-            if console.poll() is not None or time.monotonic() - started > START_TIMEOUT:
-                raise RuntimeError("podium up did not become healthy")
-            time.sleep(0.2)
         token = _call(
             base, "POST", "/api/auth/token",
             body={"username": "admin", "password": ADMIN_PASSWORD, "name": "bench"},
@@ -643,7 +622,7 @@ def api_measure() -> dict[str, Any]:
         with (root / "agent.log").open("ab") as log:
             agent = subprocess.Popen(
                 argv,
-                env={**env, "PODIUM_AGENT_TOKEN": join["token"]},
+                env={**os.environ, "PODIUM_AGENT_TOKEN": join["token"]},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -665,11 +644,7 @@ def api_measure() -> dict[str, Any]:
             agent.send_signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 agent.wait(timeout=15)
-        console.send_signal(signal.SIGINT)
-        try:
-            console.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(console.pid, signal.SIGKILL)
+        console_down(console)
         shutil.rmtree(root, ignore_errors=True)
     return measured
 

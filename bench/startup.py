@@ -15,6 +15,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 TIMEOUT = 120
@@ -32,6 +33,46 @@ def _healthy(port: int) -> bool:
             return json.load(r)["status"] == "ok"
     except (urllib.error.URLError, OSError, ValueError):
         return False
+
+
+def console_up(data_dir: Path, admin_password: str) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``podium up`` on a fresh data directory (embedded SQLite and Redis, no local
+    agent) on a free port, and wait until it is healthy; the process and its port."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PODIUM_DATA_DIR": str(data_dir),
+        "PODIUM_PORT": str(port),
+        "PODIUM_ADMIN_PASSWORD": admin_password,
+        "PODIUM_LOCAL_AGENT": "0",
+    }
+    for key in ("REDIS_URL", "DATABASE_URL", "PODIUM_DEMO_NODES"):
+        env.pop(key, None)
+    console = subprocess.Popen(
+        [sys.executable, "-m", "console", "up"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    started = time.monotonic()
+    while not _healthy(port):
+        if console.poll() is not None or time.monotonic() - started > TIMEOUT:
+            console_down(console)
+            raise RuntimeError("podium up did not become healthy")
+        time.sleep(0.2)
+    return console, port
+
+
+def console_down(console: subprocess.Popen[bytes]) -> None:
+    """Stop a console started by ``console_up`` (SIGINT, then SIGKILL after 30 s)."""
+    if console.poll() is None:
+        os.killpg(console.pid, signal.SIGINT)
+        try:
+            console.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(console.pid, signal.SIGKILL)
+            console.wait()
 
 
 def _one_start(data_dir: str) -> dict[str, float]:

@@ -29,7 +29,7 @@ from typing import Any
 import psutil
 from websockets.asyncio.client import connect
 
-from bench.startup import _free_port, _healthy
+from bench.startup import console_down, console_up
 
 NODES = int(os.environ.get("BENCH_NODES", "125"))
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "50"))
@@ -197,31 +197,10 @@ def _wait_nodes(base: str, token: str, count: int) -> None:
 def run() -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="podium-bench-telemetry-"))
     data = root / "data"
-    port = _free_port()
+    console, port = console_up(data, ADMIN_PASSWORD)
     base = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "PODIUM_DATA_DIR": str(data),
-        "PODIUM_PORT": str(port),
-        "PODIUM_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "PODIUM_LOCAL_AGENT": "0",
-    }
-    for key in ("REDIS_URL", "DATABASE_URL", "PODIUM_DEMO_NODES"):
-        env.pop(key, None)
-    console = subprocess.Popen(
-        [sys.executable, "-m", "console", "up"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     agents: list[subprocess.Popen] = []
     try:
-        started = time.monotonic()
-        while not _healthy(port):
-            if console.poll() is not None or time.monotonic() - started > START_TIMEOUT:
-                raise RuntimeError("podium up did not become healthy")
-            time.sleep(0.2)
         token = _api(
             base, "POST", "/api/auth/token",
             body={"username": "admin", "password": ADMIN_PASSWORD, "name": "bench"},
@@ -251,11 +230,7 @@ def run() -> dict[str, Any]:
         for agent in agents:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 agent.wait(timeout=10)
-        console.send_signal(signal.SIGINT)
-        try:
-            console.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(console.pid, signal.SIGKILL)
+        console_down(console)
     solo = measured["processes"]["agent (1 node, 8 GPUs)"]
     return {
         "description": __doc__.strip().splitlines()[0],

@@ -16,6 +16,7 @@ import queue
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,6 +25,10 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from podium.agent import protocol
+from podium.agent.backends.host import HostSampler
+from podium.agent.backends.simulated import SimulatedBackend
+from podium.agent.client import Agent, AgentSettings
+from podium.agent.facts import host_facts
 
 MIB = 2**20
 
@@ -339,3 +344,32 @@ async def fake_console() -> AsyncIterator[FakeConsole]:
         port = server.sockets[0].getsockname()[1]
         console.url = f"http://127.0.0.1:{port}"
         yield console
+
+
+def agent_make(
+    console: FakeConsole, state_dir: Path, name: str = "node-a", **overrides: Any
+) -> Agent:
+    """An agent of simulated GPUs for ``console``, quick to reconnect."""
+    settings = AgentSettings(
+        server=console.url,
+        name=name,
+        state_dir=state_dir,
+        join_token=overrides.pop("join_token", console.join_token),
+        backoff_initial=0.05,
+        backoff_max=overrides.pop("backoff_max", 0.2),
+        welcome_timeout=2.0,
+        **overrides,
+    )
+    return Agent(
+        settings,
+        backend=SimulatedBackend(node_name=name, count=2),
+        host=HostSampler(),
+        facts=host_facts(),
+        machine_id="machine-1",
+    )
+
+
+async def agent_stop(agent: Agent, task: asyncio.Task) -> int:
+    """Stop ``agent`` and return its exit status."""
+    agent.stop()
+    return await asyncio.wait_for(task, timeout=10)

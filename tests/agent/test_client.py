@@ -3,43 +3,14 @@
 import asyncio
 import json
 import stat
-from pathlib import Path
 
 import pytest
 
 from podium.agent import protocol
-from podium.agent.backends.host import HostSampler
-from podium.agent.backends.simulated import SimulatedBackend
 from podium.agent.cli import run_agents
-from podium.agent.client import EXIT_OK, EXIT_REFUSED, Agent, AgentSettings, agent_url
-from podium.agent.facts import host_facts
+from podium.agent.client import EXIT_OK, EXIT_REFUSED, agent_url
 from podium.agent.state import Credentials, CredentialStore
-from tests.agent.conftest import FakeConsole
-
-
-def _agent(console: FakeConsole, state_dir: Path, name: str = "node-a", **overrides) -> Agent:
-    settings = AgentSettings(
-        server=console.url,
-        name=name,
-        state_dir=state_dir,
-        join_token=overrides.pop("join_token", console.join_token),
-        backoff_initial=0.05,
-        backoff_max=0.2,
-        welcome_timeout=2.0,
-        **overrides,
-    )
-    return Agent(
-        settings,
-        backend=SimulatedBackend(node_name=name, count=2),
-        host=HostSampler(),
-        facts=host_facts(),
-        machine_id="machine-1",
-    )
-
-
-async def _stop(agent: Agent, task: asyncio.Task) -> int:
-    agent.stop()
-    return await asyncio.wait_for(task, timeout=5)
+from tests.agent.conftest import agent_make, agent_stop
 
 
 def _batches(frames: list[dict]) -> list[dict]:
@@ -55,14 +26,14 @@ def test_agent_url_follows_the_server_scheme() -> None:
 
 
 async def test_hello_then_batches_with_increasing_seq(fake_console, tmp_path) -> None:
-    agent = _agent(fake_console, tmp_path)
+    agent = agent_make(fake_console, tmp_path)
     task = asyncio.create_task(agent.run())
 
     connection = await fake_console.wait_for(lambda: fake_console.connections)
     connection = connection[0]
     await fake_console.wait_for(lambda: len(connection.of_type("batch")) >= 5)
     await fake_console.wait_for(lambda: connection.of_type("heartbeat"))
-    assert await _stop(agent, task) == EXIT_OK
+    assert await agent_stop(agent, task) == EXIT_OK
 
     assert connection.authorization == "Bearer pdj_join"
     hello = connection.frames[0]
@@ -92,10 +63,10 @@ async def test_hello_then_batches_with_increasing_seq(fake_console, tmp_path) ->
 
 
 async def test_join_saves_the_node_token_and_the_next_start_uses_it(fake_console, tmp_path) -> None:
-    first = _agent(fake_console, tmp_path)
+    first = agent_make(fake_console, tmp_path)
     task = asyncio.create_task(first.run())
     await fake_console.wait_for(lambda: first.node_id == 7 and first.credentials)
-    assert await _stop(first, task) == EXIT_OK
+    assert await agent_stop(first, task) == EXIT_OK
 
     path = tmp_path / "node-a.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -106,11 +77,11 @@ async def test_join_saves_the_node_token_and_the_next_start_uses_it(fake_console
         "node_token": "pdn_node",
     }
 
-    second = _agent(fake_console, tmp_path)
+    second = agent_make(fake_console, tmp_path)
     task = asyncio.create_task(second.run())
     await fake_console.wait_for(lambda: len(fake_console.connections) == 2)
     await fake_console.wait_for(lambda: fake_console.connections[1].of_type("batch"))
-    assert await _stop(second, task) == EXIT_OK
+    assert await agent_stop(second, task) == EXIT_OK
     assert fake_console.connections[1].authorization == "Bearer pdn_node"
 
 
@@ -120,12 +91,12 @@ async def test_a_refused_stored_token_joins_again_with_the_join_token(
     CredentialStore(tmp_path, "node-a").save(
         Credentials(server=fake_console.url, node_id=3, name="node-a", node_token="pdn_stale")
     )
-    agent = _agent(fake_console, tmp_path)
+    agent = agent_make(fake_console, tmp_path)
     task = asyncio.create_task(agent.run())
 
     await fake_console.wait_for(lambda: len(fake_console.connections) == 2)
     await fake_console.wait_for(lambda: agent.node_id == 7)
-    assert await _stop(agent, task) == EXIT_OK
+    assert await agent_stop(agent, task) == EXIT_OK
     auths = [c.authorization for c in fake_console.connections]
     assert auths == ["Bearer pdn_stale", "Bearer pdj_join"]
     assert CredentialStore(tmp_path, "node-a").load(fake_console.url).node_token == "pdn_node"
@@ -134,7 +105,7 @@ async def test_a_refused_stored_token_joins_again_with_the_join_token(
 async def test_acks_trim_the_buffer_and_a_reconnect_replays_only_unacked(
     fake_console, tmp_path
 ) -> None:
-    agent = _agent(fake_console, tmp_path)
+    agent = agent_make(fake_console, tmp_path)
     task = asyncio.create_task(agent.run())
     first = (await fake_console.wait_for(lambda: fake_console.connections))[0]
     await fake_console.wait_for(lambda: len(first.of_type("batch")) >= 5)
@@ -148,7 +119,7 @@ async def test_acks_trim_the_buffer_and_a_reconnect_replays_only_unacked(
     fake_console.acks = True
     await fake_console.wait_for(lambda: any(not b["replay"] for b in second.of_type("batch")))
     await fake_console.wait_for(lambda: len(second.of_type("batch")) >= 10)
-    assert await _stop(agent, task) == EXIT_OK
+    assert await agent_stop(agent, task) == EXIT_OK
 
     batches = second.of_type("batch")
     replays = [batch["seq"] for batch in batches if batch["replay"]]
@@ -165,7 +136,7 @@ async def test_acks_trim_the_buffer_and_a_reconnect_replays_only_unacked(
 )
 async def test_a_refusal_stops_the_agent_with_status_78(fake_console, tmp_path, code) -> None:
     fake_console.close_with = code
-    agent = _agent(fake_console, tmp_path)
+    agent = agent_make(fake_console, tmp_path)
 
     assert await asyncio.wait_for(agent.run(), timeout=5) == EXIT_REFUSED
     assert len(fake_console.connections) == 1
@@ -173,16 +144,16 @@ async def test_a_refusal_stops_the_agent_with_status_78(fake_console, tmp_path, 
 
 async def test_other_close_codes_reconnect(fake_console, tmp_path) -> None:
     fake_console.close_with = protocol.CLOSE_REPLACED
-    agent = _agent(fake_console, tmp_path)
+    agent = agent_make(fake_console, tmp_path)
     task = asyncio.create_task(agent.run())
 
     await fake_console.wait_for(lambda: len(fake_console.connections) >= 3)
-    assert await _stop(agent, task) == EXIT_OK
+    assert await agent_stop(agent, task) == EXIT_OK
 
 
 async def test_in_a_fleet_a_refused_node_stops_and_the_others_go_on(fake_console, tmp_path) -> None:
     fake_console.refuse = {"fleet-2": protocol.CLOSE_REVOKED}
-    agents = [_agent(fake_console, tmp_path, name=f"fleet-{n}") for n in (1, 2)]
+    agents = [agent_make(fake_console, tmp_path, name=f"fleet-{n}") for n in (1, 2)]
     task = asyncio.create_task(run_agents(agents))
 
     def fleet_1_batches() -> int:
@@ -200,7 +171,7 @@ async def test_in_a_fleet_a_refused_node_stops_and_the_others_go_on(fake_console
 
 
 async def test_inject_fault_is_answered_with_fault_result(fake_console, tmp_path) -> None:
-    agent = _agent(fake_console, tmp_path)
+    agent = agent_make(fake_console, tmp_path)
     task = asyncio.create_task(agent.run())
     connection = (await fake_console.wait_for(lambda: fake_console.connections))[0]
     await fake_console.wait_for(lambda: connection.of_type("batch"))
@@ -215,7 +186,7 @@ async def test_inject_fault_is_answered_with_fault_result(fake_console, tmp_path
         lambda: len(connection.of_type("fault_result")) == 2 and connection.of_type("fault_result")
     )
     await fake_console.wait_for(lambda: any(b["events"] for b in connection.of_type("batch")))
-    assert await _stop(agent, task) == EXIT_OK
+    assert await agent_stop(agent, task) == EXIT_OK
 
     assert results[0]["id"] == "f1"
     assert results[0]["ok"] is True
@@ -231,21 +202,21 @@ async def test_inject_fault_is_answered_with_fault_result(fake_console, tmp_path
 
 
 async def test_time_is_answered_with_t0_echoed(fake_console, tmp_path) -> None:
-    agent = _agent(fake_console, tmp_path)
+    agent = agent_make(fake_console, tmp_path)
     task = asyncio.create_task(agent.run())
     connection = (await fake_console.wait_for(lambda: fake_console.connections))[0]
     await fake_console.wait_for(lambda: connection.of_type("batch"))
 
     await fake_console.send({"type": "time", "t0": 1234.5})
     (reply,) = await fake_console.wait_for(lambda: connection.of_type("time"))
-    assert await _stop(agent, task) == EXIT_OK
+    assert await agent_stop(agent, task) == EXIT_OK
 
     assert reply["t0"] == 1234.5
     assert reply["t1"] > 1_600_000_000
 
 
 async def test_malformed_console_messages_are_ignored(fake_console, tmp_path) -> None:
-    agent = _agent(fake_console, tmp_path)
+    agent = agent_make(fake_console, tmp_path)
     task = asyncio.create_task(agent.run())
     connection = (await fake_console.wait_for(lambda: fake_console.connections))[0]
     await fake_console.wait_for(lambda: connection.of_type("batch"))
@@ -255,5 +226,5 @@ async def test_malformed_console_messages_are_ignored(fake_console, tmp_path) ->
     await fake_console.send({"type": "ack", "seq": "soon"})
     await fake_console.send({"type": "time", "t0": 1.0})
     await fake_console.wait_for(lambda: connection.of_type("time"))
-    assert await _stop(agent, task) == EXIT_OK
+    assert await agent_stop(agent, task) == EXIT_OK
     assert len(fake_console.connections) == 1

@@ -3,40 +3,12 @@
 import asyncio
 import json
 import time
-from pathlib import Path
 
 import psutil
 
 from podium.agent import protocol
-from podium.agent.backends.host import HostSampler
-from podium.agent.backends.simulated import SimulatedBackend
-from podium.agent.client import EXIT_OK, Agent, AgentSettings
-from podium.agent.facts import host_facts
-from tests.agent.conftest import Connection, FakeConsole
-
-
-def _agent(console: FakeConsole, state_dir: Path, name: str = "node-a") -> Agent:
-    settings = AgentSettings(
-        server=console.url,
-        name=name,
-        state_dir=state_dir,
-        join_token=console.join_token,
-        backoff_initial=0.05,
-        backoff_max=0.1,
-        welcome_timeout=2.0,
-    )
-    return Agent(
-        settings,
-        backend=SimulatedBackend(node_name=name, count=2),
-        host=HostSampler(),
-        facts=host_facts(),
-        machine_id="machine-1",
-    )
-
-
-async def _stop(agent: Agent, task: asyncio.Task) -> int:
-    agent.stop()
-    return await asyncio.wait_for(task, timeout=10)
+from podium.agent.client import EXIT_OK
+from tests.agent.conftest import Connection, FakeConsole, agent_make, agent_stop
 
 
 def _job_start(alloc: int, command: str, **fields) -> dict:
@@ -73,14 +45,14 @@ async def _connection(console: FakeConsole, number: int) -> Connection:
 async def test_a_job_start_is_answered_with_started_output_and_exited(
     fake_console, tmp_path
 ) -> None:
-    agent = _agent(fake_console, tmp_path)
+    agent = agent_make(fake_console, tmp_path)
     task = asyncio.create_task(agent.run())
     connection = await _connection(fake_console, 1)
     assert connection.frames[0]["jobs"] == []
 
     await fake_console.send(_job_start(1, "echo hello; echo oops >&2; exit 2"))
     (exited,) = await fake_console.wait_for(lambda: connection.of_type("job_exited"))
-    assert await _stop(agent, task) == EXIT_OK
+    assert await agent_stop(agent, task) == EXIT_OK
 
     (started,) = connection.of_type("job_started")
     assert started["alloc"] == 1
@@ -99,7 +71,7 @@ async def test_running_jobs_are_in_the_hello_and_unacked_exits_sent_after_a_reco
     fake_console, tmp_path
 ) -> None:
     fake_console.fence_after = 30.0
-    agent = _agent(fake_console, tmp_path)
+    agent = agent_make(fake_console, tmp_path)
     task = asyncio.create_task(agent.run())
     first = await _connection(fake_console, 1)
 
@@ -129,7 +101,7 @@ async def test_running_jobs_are_in_the_hello_and_unacked_exits_sent_after_a_reco
 
     third = await _connection(fake_console, 3)
     await asyncio.sleep(0.2)
-    assert await _stop(agent, task) == EXIT_OK
+    assert await agent_stop(agent, task) == EXIT_OK
     assert third.frames[0]["jobs"] == []
     assert third.of_type("job_exited") == []  # acknowledged: forgotten
     state = json.loads((tmp_path / "node-a.jobs.json").read_text())
@@ -139,7 +111,7 @@ async def test_running_jobs_are_in_the_hello_and_unacked_exits_sent_after_a_reco
 
 async def test_an_agent_cut_off_from_the_console_kills_its_jobs(fake_console, tmp_path) -> None:
     fake_console.fence_after = 0.5
-    agent = _agent(fake_console, tmp_path)
+    agent = agent_make(fake_console, tmp_path)
     task = asyncio.create_task(agent.run())
     first = await _connection(fake_console, 1)
     await fake_console.send(_job_start(4, "sleep 30"))
@@ -157,7 +129,7 @@ async def test_an_agent_cut_off_from_the_console_kills_its_jobs(fake_console, tm
         lambda: [c for c in fake_console.connections[1:] if c.of_type("batch")]
     )
     (exited,) = await fake_console.wait_for(lambda: back.of_type("job_exited"))
-    assert await _stop(agent, task) == EXIT_OK
+    assert await agent_stop(agent, task) == EXIT_OK
     assert back.frames[0]["jobs"] == []
     assert exited["alloc"] == 4
     assert exited["signal"] == 9
@@ -167,26 +139,26 @@ async def test_an_agent_cut_off_from_the_console_kills_its_jobs(fake_console, tm
 async def test_stopping_the_agent_stops_its_jobs_and_the_next_start_reports_them(
     fake_console, tmp_path
 ) -> None:
-    agent = _agent(fake_console, tmp_path)
+    agent = agent_make(fake_console, tmp_path)
     task = asyncio.create_task(agent.run())
     first = await _connection(fake_console, 1)
     await fake_console.send(_job_start(5, "trap '' TERM; sleep 30"))
     (started,) = await fake_console.wait_for(lambda: first.of_type("job_started"))
 
-    assert await _stop(agent, task) == EXIT_OK
+    assert await agent_stop(agent, task) == EXIT_OK
     assert not _alive(started["pid"])
 
-    again = _agent(fake_console, tmp_path)
+    again = agent_make(fake_console, tmp_path)
     task = asyncio.create_task(again.run())
     second = await _connection(fake_console, 2)
     (exited,) = await fake_console.wait_for(lambda: second.of_type("job_exited"))
-    assert await _stop(again, task) == EXIT_OK
+    assert await agent_stop(again, task) == EXIT_OK
     assert exited["alloc"] == 5
     assert exited["reason"] == protocol.REASON_LOST
 
 
 async def test_bad_job_messages_never_break_the_connection(fake_console, tmp_path) -> None:
-    agent = _agent(fake_console, tmp_path)
+    agent = agent_make(fake_console, tmp_path)
     task = asyncio.create_task(agent.run())
     connection = await _connection(fake_console, 1)
 
@@ -199,7 +171,7 @@ async def test_bad_job_messages_never_break_the_connection(fake_console, tmp_pat
     )
     await fake_console.send({"type": "time", "t0": 1.0})
     await fake_console.wait_for(lambda: connection.of_type("time"))
-    assert await _stop(agent, task) == EXIT_OK
+    assert await agent_stop(agent, task) == EXIT_OK
 
     assert len(fake_console.connections) == 1
     assert exits[0]["alloc"] == 6
