@@ -153,7 +153,8 @@ def _topology_refresh(stale: dict[int, datetime | None]) -> dict[int, list[list[
     return groups
 
 
-def _nodes(now: datetime) -> tuple[list[NodeView], dict[int, str]]:
+def _nodes(now: datetime) -> tuple[list[NodeView], dict[int, str], dict[int, int]]:
+    """The schedulable nodes, their names, and the workspace of each dedicated node."""
     rows = list(
         NodeSchedule.objects.filter(
             node__revoked_at__isnull=True, node__state__in=LIVE_NODE_STATES
@@ -163,6 +164,7 @@ def _nodes(now: datetime) -> tuple[list[NodeView], dict[int, str]]:
             "node__state",
             "node__health",
             "node__connected_at",
+            "node__workspace_id",
             "pool_id",
             "state",
             "held_until",
@@ -171,7 +173,7 @@ def _nodes(now: datetime) -> tuple[list[NodeView], dict[int, str]]:
             "topology_at",
         )
     )
-    stale = {row[0]: row[4] for row in rows if row[4] != row[10]}
+    stale = {row[0]: row[4] for row in rows if row[4] != row[11]}
     fresh = _topology_refresh(stale) if stale else {}
     usable_by_node: dict[int, list[int]] = defaultdict(list)
     gpu_rows = raw_rows(
@@ -182,12 +184,14 @@ def _nodes(now: datetime) -> tuple[list[NodeView], dict[int, str]]:
     )
     for node_id, index in gpu_rows:
         usable_by_node[node_id].append(index)
-    views, names = [], {}
+    views, names, dedicated = [], {}, {}
     for row in rows:
-        node_id, name, node_state, node_health, _, pool_id, state, held_until, out = row[:9]
+        node_id, name, node_state, node_health, _, owner, pool_id, state, held_until, out = row[:10]
         names[node_id] = name
+        if owner is not None:
+            dedicated[node_id] = owner
         taken_out = set(out or [])
-        groups = fresh.get(node_id, row[9]) or []
+        groups = fresh.get(node_id, row[10]) or []
         accepting = (
             node_state == Node.State.READY
             and node_health != Health.UNHEALTHY
@@ -204,7 +208,7 @@ def _nodes(now: datetime) -> tuple[list[NodeView], dict[int, str]]:
                 accepting=accepting,
             )
         )
-    return views, names
+    return views, names, dedicated
 
 
 def _running() -> list[RunningJob]:
@@ -254,7 +258,7 @@ def _running() -> list[RunningJob]:
 
 def snapshot_load(now: datetime) -> Loaded:
     """Everything the engine needs, read in a handful of queries."""
-    nodes, names = _nodes(now)
+    nodes, names, dedicated = _nodes(now)
     rows = raw_rows(
         Job.objects.filter(state=Job.State.PENDING).values_list(
             "pk",
@@ -268,6 +272,16 @@ def snapshot_load(now: datetime) -> Loaded:
             "avoid_nodes",
         )
     )
+    foreign_of: dict[int, frozenset[int]] = {}
+
+    def foreign(workspace_id: int) -> frozenset[int]:
+        """Nodes dedicated to other workspaces: a workspace's jobs never run there."""
+        if workspace_id not in foreign_of:
+            foreign_of[workspace_id] = frozenset(
+                node for node, owner in dedicated.items() if owner != workspace_id
+            )
+        return foreign_of[workspace_id]
+
     pending, owners = [], {}
     for pk, workspace_id, pool_id, priority, nodes_wanted, per_node, order, limit, avoid in rows:
         owners[pk] = (workspace_id, pool_id)
@@ -281,7 +295,7 @@ def snapshot_load(now: datetime) -> Loaded:
                 gpus_per_node=per_node,
                 order=order,
                 max_duration=limit,
-                avoid_nodes=frozenset(json_value(avoid) or []),
+                avoid_nodes=frozenset(json_value(avoid) or []) | foreign(workspace_id),
             )
         )
     quotas = [

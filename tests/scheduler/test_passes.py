@@ -453,3 +453,19 @@ def test_nvlink_groups_are_worked_out_once_per_connection_of_the_agent(pool: Poo
 
     assert cached.nvlink_groups == view.nvlink_groups
     assert reconnected.nvlink_groups == ()
+
+
+def test_a_node_dedicated_to_a_workspace_runs_only_its_jobs(
+    make_workspace: Callable[..., Workspace], pool: Pool, sent: Sent, committing: Callable[..., Any]
+) -> None:
+    owner, other = make_workspace("Owner"), make_workspace("Other")
+    dedicated = node_in(pool, "gpu-owned", gpus=8)
+    Node.objects.filter(pk=dedicated.pk).update(workspace=owner)
+    outsider = job_create(other, pool, gpus_per_node=8)
+    insider = job_create(owner, pool, gpus_per_node=8)
+
+    committing(pass_run)
+
+    outsider.refresh_from_db()
+    assert outsider.state == State.PENDING
+    assert rank0(insider).node_id == dedicated.pk
