@@ -4,9 +4,12 @@ Builds a snapshot of 1,000 nodes x 8 GPUs (some cordoned, some GPUs out of servi
 topologies of three kinds), about 60% of the GPUs held by running jobs (and again with none
 held), 10,000 pending jobs
 of 1, 2, 4, 8, 16 (2 x 8) and 64 (8 x 8) GPUs over four priority classes, and quotas for 20
-workspaces (guarantees about 80% of the pool, maximums twice the guarantee). Times
+workspaces (guarantees about 80% of the pool, maximums twice the guarantee). Each is run
+with GPUs only, and again with CPU and memory: nodes of 128 cores and 1 TB, every rank
+asking 4 to 64 cores and 16 to 512 GB (a few ranks asking the most for one GPU). Times
 ``schedule()`` and checks its decisions without the engine's code: no GPU given twice,
-every gang whole on free GPUs of accepting nodes of its pool, no workspace above its maximum.
+every gang whole on free GPUs of accepting nodes of its pool, no workspace above its
+maximum, no node given more cores or memory than it has.
 """
 
 import json
@@ -34,9 +37,28 @@ REPEAT = 5
 SHAPES = ((1, 1), (1, 2), (1, 4), (1, 8), (2, 8), (8, 8))  # (nodes, GPUs per node)
 SHAPE_WEIGHTS = (30, 20, 20, 15, 10, 5)
 PRIORITY_WEIGHTS = {"low": 20, "normal": 60, "high": 15, "urgent": 5}
+NODE_CPUS = 128.0
+NODE_MEMORY_MB = 1024 * 1024
+GB = 1024
+# Per rank: cores and GB per GPU, capped; a share of ranks ask for the most whatever their GPUs.
+CPUS_PER_GPU = (4, 8, 16)
+GB_PER_GPU = (16, 32, 64, 128)
+MAX_RANK_CPUS = 64.0
+MAX_RANK_GB = 512
+HEAVY_SHARE = 0.05
 
 
-def _nodes(rng: random.Random, count: int, gpus_per_node: int) -> list[NodeView]:
+def _rank_needs(rng: random.Random, gpus: int, resources: bool) -> tuple[float, int]:
+    """Cores and memory (MB) one rank of ``gpus`` GPUs asks for; none without ``resources``."""
+    if not resources:
+        return 0.0, 0
+    if rng.random() < HEAVY_SHARE:
+        return MAX_RANK_CPUS, MAX_RANK_GB * GB
+    cpus = min(MAX_RANK_CPUS, float(gpus * rng.choice(CPUS_PER_GPU)))
+    return cpus, min(MAX_RANK_GB, gpus * rng.choice(GB_PER_GPU)) * GB
+
+
+def _nodes(rng: random.Random, count: int, gpus_per_node: int, resources: bool) -> list[NodeView]:
     nodes = []
     half = gpus_per_node // 2
     for i in range(1, count + 1):
@@ -58,6 +80,8 @@ def _nodes(rng: random.Random, count: int, gpus_per_node: int) -> list[NodeView]
                 gpus=tuple(gpus),
                 nvlink_groups=groups,
                 accepting=rng.random() >= 0.01,
+                cpus=NODE_CPUS if resources else None,
+                memory_mb=NODE_MEMORY_MB if resources else None,
             )
         )
     return nodes
@@ -82,9 +106,11 @@ def _quotas(rng: random.Random, workspaces: int, pool_gpus: int) -> list[Quota]:
 
 
 def _running(
-    rng: random.Random, nodes: list[NodeView], quotas: list[Quota], fill: float
+    rng: random.Random, nodes: list[NodeView], quotas: list[Quota], fill: float, resources: bool
 ) -> list[RunningJob]:
     free = {node.id: list(node.gpus) for node in nodes}
+    cpus_left = {node.id: node.cpus or 0.0 for node in nodes}
+    memory_left = {node.id: node.memory_mb or 0 for node in nodes}
     used: dict[int, int] = defaultdict(int)
     maximum = {quota.workspace_id: quota.maximum for quota in quotas}
     target = fill * sum(len(node.gpus) for node in nodes)
@@ -97,13 +123,21 @@ def _running(
         ws = rng.randint(1, len(quotas))
         if used[ws] + count * per_node > maximum[ws]:
             continue
-        hosts = [node for node in rng.sample(nodes, 8) if len(free[node.id]) >= per_node]
+        cpus, memory = _rank_needs(rng, per_node, resources)
+        hosts = [
+            node
+            for node in rng.sample(nodes, 8)
+            if len(free[node.id]) >= per_node
+            and (not resources or (cpus_left[node.id] >= cpus and memory_left[node.id] >= memory))
+        ]
         if len(hosts) < count:
             continue
         slots = []
         for node in hosts[:count]:
             gpus = tuple(sorted(free[node.id][:per_node]))
             del free[node.id][:per_node]
+            cpus_left[node.id] -= cpus
+            memory_left[node.id] -= memory
             slots.append((node.id, gpus))
         started = NOW - rng.uniform(60, 86_400)
         jobs.append(
@@ -119,6 +153,8 @@ def _running(
                 else None,
                 ends_by=NOW + rng.uniform(60, 86_400) if rng.random() < 0.7 else None,
                 preemptible=rng.random() >= 0.01,
+                cpus=cpus,
+                memory_mb=memory,
             )
         )
         used[ws] += count * per_node
@@ -133,21 +169,24 @@ def synthetic_snapshot(
     workspaces: int = 20,
     seed: int = 0,
     running_fill: float = 0.6,
+    resources: bool = False,
 ) -> Snapshot:
     """A large, reproducible snapshot of one pool (see the module docstring).
 
-    ``running_fill`` is the share of GPUs held by running jobs.
+    ``running_fill`` is the share of GPUs held by running jobs; with ``resources``, nodes
+    offer CPU cores and memory and every rank asks for some.
     """
     rng = random.Random(seed)  # noqa: S311 (reproducible test data, not a secret)
-    views = _nodes(rng, nodes, gpus_per_node)
+    views = _nodes(rng, nodes, gpus_per_node, resources)
     quotas = _quotas(rng, workspaces, sum(len(view.gpus) for view in views))
-    running = _running(rng, views, quotas, fill=running_fill)
+    running = _running(rng, views, quotas, running_fill, resources)
     shapes = [(count, min(per_node, gpus_per_node)) for count, per_node in SHAPES if count <= nodes]
     names = list(PRIORITY_WEIGHTS)
     queue = []
     for i in range(pending):
         count, per_node = rng.choices(shapes, weights=SHAPE_WEIGHTS[: len(shapes)])[0]
         priority = rng.choices(names, weights=list(PRIORITY_WEIGHTS.values()))[0]
+        cpus, memory = _rank_needs(rng, per_node, resources)
         queue.append(
             PendingJob(
                 id=100_000 + i,
@@ -161,6 +200,8 @@ def synthetic_snapshot(
                 avoid_nodes=frozenset({rng.randint(1, nodes)})
                 if rng.random() < 0.01
                 else frozenset(),
+                cpus=cpus,
+                memory_mb=memory,
             )
         )
     return Snapshot(
@@ -178,9 +219,16 @@ def verify(snapshot: Snapshot, decisions: Decisions) -> dict[str, int]:
     jobs = {job.id: job for job in snapshot.pending}
     taken: set[tuple[int, int]] = set()
     used: dict[tuple[int, int], int] = defaultdict(int)
+    cpus_held: dict[int, float] = defaultdict(float)
+    memory_held: dict[int, int] = defaultdict(int)
     for holder in snapshot.running:
         taken.update((node_id, gpu) for node_id, gpus in holder.slots for gpu in gpus)
         used[holder.workspace_id, holder.pool_id] += holder.gpus
+        for node_id, _ in holder.slots:
+            cpus_held[node_id] += holder.cpus
+            memory_held[node_id] += holder.memory_mb
+    cpus_placed: dict[int, float] = defaultdict(float)
+    memory_placed: dict[int, int] = defaultdict(int)
     maximum = {(q.workspace_id, q.pool_id): q.maximum for q in snapshot.quotas}
     pool_size: dict[int, int] = defaultdict(int)
     for node in snapshot.nodes:
@@ -208,7 +256,24 @@ def verify(snapshot: Snapshot, decisions: Decisions) -> dict[str, int]:
                 if (node_id, gpu) in taken:
                     double += 1
                 taken.add((node_id, gpu))
+            if view is not None:
+                cpus_placed[node_id] += job.cpus
+                memory_placed[node_id] += job.memory_mb
         placed_by[job.workspace_id, job.pool_id] += job.gpus
+    cpu_over = sum(
+        1
+        for node_id, cpus in cpus_placed.items()
+        if cpus > 0
+        and (cpus_limit := nodes[node_id].cpus) is not None
+        and cpus_held[node_id] + cpus > cpus_limit
+    )
+    memory_over = sum(
+        1
+        for node_id, memory in memory_placed.items()
+        if memory > 0
+        and (memory_limit := nodes[node_id].memory_mb) is not None
+        and memory_held[node_id] + memory > memory_limit
+    )
     quota = sum(
         1
         for key, gpus in placed_by.items()
@@ -221,6 +286,8 @@ def verify(snapshot: Snapshot, decisions: Decisions) -> dict[str, int]:
         "gang_violations": gang,
         "placed_outside_free_accepting_nodes": placed_where,
         "quota_violations": quota,
+        "nodes_over_cpu": cpu_over,
+        "nodes_over_memory": memory_over,
         "pending_jobs_unaccounted": unaccounted,
     }
 
@@ -267,21 +334,26 @@ def measure(snapshot: Snapshot, repeat: int = REPEAT) -> dict[str, Any]:
 
 
 def run() -> dict[str, Any]:
-    """The pass on a busy cluster (60% of GPUs held) and on an idle one, both verified."""
-    busy = measure(synthetic_snapshot())
-    idle = measure(synthetic_snapshot(running_fill=0.0))
+    """The pass on a busy cluster (60% of GPUs held) and on an idle one, with GPUs only and
+    with CPU and memory, all verified."""
+    results = {
+        "busy": measure(synthetic_snapshot()),
+        "idle": measure(synthetic_snapshot(running_fill=0.0)),
+        "busy_resources": measure(synthetic_snapshot(resources=True)),
+        "idle_resources": measure(synthetic_snapshot(running_fill=0.0, resources=True)),
+    }
+    summary: dict[str, Any] = {
+        f"pass_seconds_{case}": result["pass_seconds"]["median"] for case, result in results.items()
+    }
+    summary.update((f"placements_{case}", result["placements"]) for case, result in results.items())
+    summary.update(
+        (f"utilisation_{case}", result["utilisation_after"]) for case, result in results.items()
+    )
+    summary["violations"] = sum(sum(r["violations"].values()) for r in results.values())
     return {
         "description": __doc__.strip().splitlines()[0],
-        "results": {"busy": busy, "idle": idle},
-        "summary": {
-            "pass_seconds_busy": busy["pass_seconds"]["median"],
-            "pass_seconds_idle": idle["pass_seconds"]["median"],
-            "placements_busy": busy["placements"],
-            "placements_idle": idle["placements"],
-            "utilisation_busy": busy["utilisation_after"],
-            "utilisation_idle": idle["utilisation_after"],
-            "violations": sum(busy["violations"].values()) + sum(idle["violations"].values()),
-        },
+        "results": results,
+        "summary": summary,
     }
 
 

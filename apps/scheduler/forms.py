@@ -31,6 +31,16 @@ class JobForm(forms.Form):
     pool = forms.ChoiceField(required=False, help_text="Empty: the default pool.")
     nodes = forms.IntegerField(initial=1)
     gpus_per_node = forms.IntegerField(initial=1, label="GPUs per node")
+    cpus = forms.FloatField(
+        required=False,
+        label="CPU cores per node",
+        help_text="Placed only where this many cores are free; empty: not counted.",
+    )
+    memory_mb = forms.IntegerField(
+        required=False,
+        label="Memory per node (MB)",
+        help_text="Placed only where this much memory is free; empty: not counted.",
+    )
     priority = forms.ChoiceField(choices=Priority.choices, initial=Priority.NORMAL)
     max_restarts = forms.IntegerField(
         required=False,

@@ -104,6 +104,11 @@ def start_command(job: Job, allocation: Allocation) -> Command:
         "PODIUM_NNODES": str(job.nodes),
         "PODIUM_GPUS_PER_NODE": str(job.gpus_per_node),
     }
+    if job.cpus:
+        env["PODIUM_CPUS"] = f"{job.cpus:g}"
+        env.setdefault("OMP_NUM_THREADS", str(max(1, int(job.cpus))))
+    if job.memory_mb:
+        env["PODIUM_MEMORY_MB"] = str(job.memory_mb)
     message = {
         "type": protocol.JOB_START,
         "alloc": allocation.pk,

@@ -55,6 +55,9 @@ class NodeSchedule(models.Model):
     # GPU indices joined by NVLink, worked out from the GPUs the agent reported when it
     # connected at ``topology_at`` (the node's ``connected_at``); redone after a reconnect.
     nvlink_groups = models.JSONField(default=list, blank=True)
+    # CPU cores and memory the node offers to jobs, from the same report.
+    cpus = models.FloatField(null=True, blank=True)
+    memory_mb = models.PositiveIntegerField(null=True, blank=True)
     topology_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -130,8 +133,8 @@ class Job(models.Model):
     workdir = models.CharField(max_length=1024, blank=True)
     nodes = models.PositiveSmallIntegerField(default=1)
     gpus_per_node = models.PositiveSmallIntegerField(default=1)
-    cpus = models.FloatField(null=True, blank=True)
-    memory_mb = models.PositiveIntegerField(null=True, blank=True)
+    cpus = models.FloatField(null=True, blank=True)  # CPU cores per node
+    memory_mb = models.PositiveIntegerField(null=True, blank=True)  # memory per node
     priority = models.CharField(max_length=16, choices=Priority.choices, default=Priority.NORMAL)
     # Queue order within a priority: the submit time, or a position an admin set.
     queue_order = models.FloatField()

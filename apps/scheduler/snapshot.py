@@ -130,9 +130,28 @@ def schedules_ensure() -> int:
     return len(missing)
 
 
-def _topology_refresh(stale: dict[int, datetime | None]) -> dict[int, list[list[int]]]:
-    """Work out the NVLink groups of nodes whose agent connected since they were last
-    worked out, and keep them on the node's schedule."""
+@dataclass(frozen=True)
+class Topology:
+    """What a node's agent reported when it connected: NVLink groups, cores and memory."""
+
+    nvlink_groups: list[list[int]]
+    cpus: float | None
+    memory_mb: int | None
+
+
+def node_capacity(facts: dict[str, Any]) -> tuple[float | None, int | None]:
+    """CPU cores and memory (MB) a node offers to jobs, from the facts its agent reported."""
+    cpus = facts.get("cpu_count")
+    memory = facts.get("memory_total")
+    return (
+        float(cpus) if isinstance(cpus, int | float) and cpus > 0 else None,
+        int(memory // 2**20) if isinstance(memory, int | float) and memory > 0 else None,
+    )
+
+
+def _topology_refresh(stale: dict[int, datetime | None]) -> dict[int, Topology]:
+    """Work out the topology of nodes whose agent connected since it was last worked out,
+    and keep it on the node's schedule."""
     gpus: dict[int, list[GpuRow]] = defaultdict(list)
     rows = raw_rows(
         Gpu.objects.filter(node_id__in=list(stale))
@@ -141,16 +160,26 @@ def _topology_refresh(stale: dict[int, datetime | None]) -> dict[int, list[list[
     )
     for node_id, index, uuid, peers, present, health in rows:
         gpus[node_id].append(GpuRow(index, uuid, json_value(peers) or [], bool(present), health))
-    groups = {
-        node_id: [sorted(group) for group in nvlink_groups(gpus.get(node_id, []))]
-        for node_id in stale
-    }
+    facts = dict(Node.objects.filter(pk__in=list(stale)).values_list("pk", "facts"))
+    fresh = {}
+    for node_id in stale:
+        cpus, memory_mb = node_capacity(facts.get(node_id) or {})
+        groups = [sorted(group) for group in nvlink_groups(gpus.get(node_id, []))]
+        fresh[node_id] = Topology(groups, cpus, memory_mb)
     schedules = [
-        NodeSchedule(node_id=node_id, nvlink_groups=groups[node_id], topology_at=connected)
+        NodeSchedule(
+            node_id=node_id,
+            nvlink_groups=fresh[node_id].nvlink_groups,
+            cpus=fresh[node_id].cpus,
+            memory_mb=fresh[node_id].memory_mb,
+            topology_at=connected,
+        )
         for node_id, connected in stale.items()
     ]
-    NodeSchedule.objects.bulk_update(schedules, ["nvlink_groups", "topology_at"], batch_size=500)
-    return groups
+    NodeSchedule.objects.bulk_update(
+        schedules, ["nvlink_groups", "cpus", "memory_mb", "topology_at"], batch_size=500
+    )
+    return fresh
 
 
 def _nodes(now: datetime) -> tuple[list[NodeView], dict[int, str], dict[int, int]]:
@@ -158,7 +187,7 @@ def _nodes(now: datetime) -> tuple[list[NodeView], dict[int, str], dict[int, int
     rows = list(
         NodeSchedule.objects.filter(
             node__revoked_at__isnull=True, node__state__in=LIVE_NODE_STATES
-        ).values_list(
+        ).values(
             "node_id",
             "node__name",
             "node__state",
@@ -170,14 +199,20 @@ def _nodes(now: datetime) -> tuple[list[NodeView], dict[int, str], dict[int, int
             "held_until",
             "gpus_out",
             "nvlink_groups",
+            "cpus",
+            "memory_mb",
             "topology_at",
         )
     )
-    stale = {row[0]: row[4] for row in rows if row[4] != row[11]}
+    stale = {
+        row["node_id"]: row["node__connected_at"]
+        for row in rows
+        if row["node__connected_at"] != row["topology_at"]
+    }
     fresh = _topology_refresh(stale) if stale else {}
     usable_by_node: dict[int, list[int]] = defaultdict(list)
     gpu_rows = raw_rows(
-        Gpu.objects.filter(node_id__in=[row[0] for row in rows], present=True)
+        Gpu.objects.filter(node_id__in=[row["node_id"] for row in rows], present=True)
         .exclude(health=Health.UNHEALTHY)
         .order_by("node_id", "index")
         .values_list("node_id", "index")
@@ -186,26 +221,31 @@ def _nodes(now: datetime) -> tuple[list[NodeView], dict[int, str], dict[int, int
         usable_by_node[node_id].append(index)
     views, names, dedicated = [], {}, {}
     for row in rows:
-        node_id, name, node_state, node_health, _, owner, pool_id, state, held_until, out = row[:10]
-        names[node_id] = name
-        if owner is not None:
-            dedicated[node_id] = owner
-        taken_out = set(out or [])
-        groups = fresh.get(node_id, row[10]) or []
+        node_id = row["node_id"]
+        names[node_id] = row["node__name"]
+        if row["node__workspace_id"] is not None:
+            dedicated[node_id] = row["node__workspace_id"]
+        topology = fresh.get(node_id) or Topology(
+            row["nvlink_groups"] or [], row["cpus"], row["memory_mb"]
+        )
+        taken_out = set(row["gpus_out"] or [])
+        held_until = row["held_until"]
         accepting = (
-            node_state == Node.State.READY
-            and node_health != Health.UNHEALTHY
-            and state == NodeSchedule.State.ACTIVE
+            row["node__state"] == Node.State.READY
+            and row["node__health"] != Health.UNHEALTHY
+            and row["state"] == NodeSchedule.State.ACTIVE
             and (held_until is None or held_until <= now)
         )
         views.append(
             NodeView(
                 id=node_id,
-                name=name,
-                pool_id=pool_id,
+                name=row["node__name"],
+                pool_id=row["pool_id"],
                 gpus=tuple(i for i in usable_by_node.get(node_id, []) if i not in taken_out),
-                nvlink_groups=tuple(frozenset(group) for group in groups),
+                nvlink_groups=tuple(frozenset(group) for group in topology.nvlink_groups),
                 accepting=accepting,
+                cpus=topology.cpus,
+                memory_mb=topology.memory_mb,
             )
         )
     return views, names, dedicated
@@ -225,6 +265,8 @@ def _running() -> list[RunningJob]:
             "scheduled_at",
             "last_checkpoint_at",
             "max_duration",
+            "cpus",
+            "memory_mb",
         )
     }
     slots: dict[int, list[tuple[int, int, tuple[int, ...]]]] = defaultdict(list)
@@ -251,6 +293,8 @@ def _running() -> list[RunningJob]:
                 last_checkpoint_at=_epoch(job.last_checkpoint_at),
                 ends_by=started_at + job.max_duration if job.max_duration else None,
                 preemptible=job.state in RUNNING_STATES,
+                cpus=job.cpus or 0.0,
+                memory_mb=job.memory_mb or 0,
             )
         )
     return running
@@ -270,6 +314,8 @@ def snapshot_load(now: datetime) -> Loaded:
             "queue_order",
             "max_duration",
             "avoid_nodes",
+            "cpus",
+            "memory_mb",
         )
     )
     foreign_of: dict[int, frozenset[int]] = {}
@@ -283,7 +329,9 @@ def snapshot_load(now: datetime) -> Loaded:
         return foreign_of[workspace_id]
 
     pending, owners = [], {}
-    for pk, workspace_id, pool_id, priority, nodes_wanted, per_node, order, limit, avoid in rows:
+    for row in rows:
+        pk, workspace_id, pool_id, priority, nodes_wanted, per_node, order, limit, avoid = row[:9]
+        cpus, memory_mb = row[9:]
         owners[pk] = (workspace_id, pool_id)
         pending.append(
             PendingJob(
@@ -296,6 +344,8 @@ def snapshot_load(now: datetime) -> Loaded:
                 order=order,
                 max_duration=limit,
                 avoid_nodes=frozenset(json_value(avoid) or []) | foreign(workspace_id),
+                cpus=cpus or 0.0,
+                memory_mb=memory_mb or 0,
             )
         )
     quotas = [

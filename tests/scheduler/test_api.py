@@ -128,6 +128,9 @@ class TestJobAPI(WorkspaceScopedAPITests, PaginatedListTests):
         BadInput("submit", _submit(workdir="relative/dir"), "workdir"),
         BadInput("submit", _submit(max_restarts=-1), "max_restarts"),
         BadInput("submit", _submit(hang_timeout=1), "hang_timeout"),
+        BadInput("submit", _submit(cpus=0), "cpus"),
+        BadInput("submit", _submit(cpus=4096), "cpus"),
+        BadInput("submit", _submit(memory_mb=0), "memory_mb"),
         BadInput("submit", lambda ws, jobs: {"workspace_id": ws.pk, "name": "x"}, "command"),
         BadInput("priority", lambda ws, jobs: {"priority": "asap"}, "priority"),
     ]

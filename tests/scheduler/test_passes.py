@@ -469,3 +469,24 @@ def test_a_node_dedicated_to_a_workspace_runs_only_its_jobs(
     outsider.refresh_from_db()
     assert outsider.state == State.PENDING
     assert rank0(insider).node_id == dedicated.pk
+
+
+def test_cpu_and_memory_requests_keep_jobs_off_a_node_without_room(
+    workspace: Workspace, pool: Pool, sent: Sent, committing: Callable[..., Any]
+) -> None:
+    node = node_in(pool, "gpu-1", gpus=4)
+    Node.objects.filter(pk=node.pk).update(facts={"cpu_count": 8, "memory_total": 64 * 2**30})
+    first = job_create(workspace, pool, cpus=6, memory_mb=16_000)
+    second = job_create(workspace, pool, cpus=6)
+    third = job_create(workspace, pool, memory_mb=40_000)
+
+    committing(pass_run)
+
+    second.refresh_from_db()
+    assert rank0(first).node_id == node.pk
+    assert rank0(third).node_id == node.pk
+    assert second.state == State.PENDING
+    (start, _) = sent.commands(node.pk)
+    assert start["env"]["PODIUM_CPUS"] == "6"
+    assert start["env"]["OMP_NUM_THREADS"] == "6"
+    assert start["env"]["PODIUM_MEMORY_MB"] == "16000"

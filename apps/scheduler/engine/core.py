@@ -3,10 +3,11 @@
 Pools are scheduled independently. In each, the queue is walked in the engine's order
 (see ``ordering``); every job is, in turn:
 
-1. refused if no node set of the pool could ever hold it, or if it would take its workspace
-   above its maximum;
-2. placed if it fits on open GPUs (or, for a job sure to end before the reservation's
-   estimated start, also on the reservation's idle GPUs);
+1. refused if no node set of the pool could ever hold it (GPUs, CPU cores and memory per
+   rank), or if it would take its workspace above its maximum;
+2. placed if it fits on open GPUs of nodes with its cores and memory open (or, for a job
+   sure to end before the reservation's estimated start, also on what the reservation
+   holds idle);
 3. otherwise given preemptions, or a wait on jobs already leaving, that make it fit, if it
    has the right to (see ``preemption``); the GPUs it will start on are claimed for it so
    that no later job of the pass takes them, and they count as its workspace's usage;
@@ -23,7 +24,7 @@ from collections.abc import Iterable
 
 from apps.scheduler.engine.decisions import Decisions, PendingReason, Placement, Preemption
 from apps.scheduler.engine.ordering import Share, fair_order
-from apps.scheduler.engine.placement import Plan, find_slots
+from apps.scheduler.engine.placement import Misses, Plan, find_slots
 from apps.scheduler.engine.pool import NodeState, PoolState, RunningState, natural_key
 from apps.scheduler.engine.preemption import PreemptionPlan, plan_preemption
 from apps.scheduler.engine.reservation import Reservation, plan_reservation
@@ -55,6 +56,42 @@ def _job_list(ids: Iterable[int]) -> str:
     return ", ".join(str(job_id) for job_id in ids)
 
 
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def _memory(mb: float) -> str:
+    if mb < 1024:
+        return f"{_number(mb)} MB"
+    return f"{_number(round(mb / 1024, 1))} GB"
+
+
+def _and(parts: list[str]) -> str:
+    if len(parts) == 1:
+        return parts[0]
+    return f"{', '.join(parts[:-1])} and {parts[-1]}"
+
+
+# What a job asks for: nodes, GPUs per node, cores and memory per rank, nodes it avoids.
+_Shape = tuple[int, int, float, float, frozenset[int]]
+
+
+def _shape(job: PendingJob) -> _Shape:
+    return (job.nodes, job.gpus_per_node, job.cpus, job.memory_mb, job.avoid_nodes)
+
+
+def _smaller(shape: _Shape, job: PendingJob) -> bool:
+    """Whether ``shape`` asks for no more than ``job`` in every respect and avoids no more."""
+    nodes, gpus, cpus, memory, avoid = shape
+    return (
+        nodes <= job.nodes
+        and gpus <= job.gpus_per_node
+        and cpus <= job.cpus
+        and memory <= job.memory_mb
+        and avoid <= job.avoid_nodes
+    )
+
+
 class _PoolPass:
     """Decisions for one pool."""
 
@@ -76,9 +113,10 @@ class _PoolPass:
         self.preemptions: list[Preemption] = []
         self.pending: list[PendingReason] = []
         self.reservation: Reservation | None = None
-        self.unreservable: list[tuple[int, int, frozenset[int]]] = []
+        self.unreservable: list[_Shape] = []
         self.scans_left = {True: GUARANTEE_SCANS, False: PRIORITY_SCANS}
-        self.failed: dict[int, list[tuple[int, int, int, bool, frozenset[int]]]] = defaultdict(list)
+        self.failed: dict[int, list[tuple[_Shape, int, bool]]] = defaultdict(list)
+        self.misses = {False: Misses(), True: Misses()}
 
     def share(self, workspace: int) -> Share:
         """The workspace's quota here; without a row: no guarantee, the pool as maximum."""
@@ -125,6 +163,9 @@ class _PoolPass:
         if job.nodes < 1 or job.gpus_per_node < 1:
             self._wait(job, "asks for no GPUs")
             return
+        if job.cpus < 0 or job.memory_mb < 0:
+            self._wait(job, "asks for a negative amount of CPU or memory")
+            return
         impossible = self._impossible(job)
         if impossible:
             self._wait(job, impossible)
@@ -146,11 +187,18 @@ class _PoolPass:
         if plan is not None:
             self._apply(job, plan, within_guarantee=used + job.gpus <= share.guaranteed)
             return
-        accepting = self.pool.nodes_of_size(job.gpus_per_node, job.avoid_nodes, accepting=True)
+        accepting = self.pool.nodes_able(
+            job.gpus_per_node,
+            job.cpus,
+            job.memory_mb,
+            job.avoid_nodes,
+            accepting=True,
+            needed=job.nodes,
+        )
         if accepting < job.nodes:
             self._wait(
                 job,
-                f"waiting for {job.nodes} node(s) with {job.gpus_per_node} GPUs to accept "
+                f"waiting for {job.nodes} node(s) with {self._needs(job)} to accept "
                 f"jobs ({accepting} do; the others are cordoned or draining)",
             )
             return
@@ -159,8 +207,23 @@ class _PoolPass:
             if self.reservation is not None:
                 self._wait_reserved(job, self.reservation)
                 return
-            self.unreservable.append((job.nodes, job.gpus_per_node, job.avoid_nodes))
+            self.unreservable.append(_shape(job))
         self._wait(job, self._blocked(job))
+
+    def _needs(self, job: PendingJob, *, free: bool = False) -> str:
+        """What a rank of ``job`` needs on a node: GPUs, and cores and memory where limited."""
+        parts = [f"{job.gpus_per_node} {'free GPUs' if free else 'GPUs'}"]
+        parts.extend(self._amounts(job.cpus, job.memory_mb))
+        return _and(parts)
+
+    def _amounts(self, cpus: float, memory: float) -> list[str]:
+        """``cpus`` cores and ``memory`` in words, each where asked for and the pool limits it."""
+        parts = []
+        if cpus > 0 and self.pool.limits_cpu:
+            parts.append(f"{_number(cpus)} CPU core{'' if cpus == 1 else 's'}")
+        if memory > 0 and self.pool.limits_memory:
+            parts.append(f"{_memory(memory)} of memory")
+        return parts
 
     def _never_reservable(self, job: PendingJob) -> bool:
         """Whether a job no larger, avoiding no more nodes, already found no reservation.
@@ -169,25 +232,37 @@ class _PoolPass:
         ``RESERVATION_ATTEMPTS`` failures the pool goes without a reservation this pass.
         """
         return len(self.unreservable) >= RESERVATION_ATTEMPTS or any(
-            nodes <= job.nodes and gpus <= job.gpus_per_node and avoid <= job.avoid_nodes
-            for nodes, gpus, avoid in self.unreservable
+            _smaller(shape, job) for shape in self.unreservable
         )
 
     def _impossible(self, job: PendingJob) -> str | None:
-        count = self.pool.nodes_of_size(job.gpus_per_node, job.avoid_nodes, accepting=False)
-        if count >= job.nodes:
-            return None
-        avoided = ""
-        if job.avoid_nodes and count < self.pool.nodes_of_size(
-            job.gpus_per_node, frozenset(), accepting=False
-        ):
-            avoided = " outside the nodes this job avoids"
-        if count == 0:
-            return f"no node in this pool has {job.gpus_per_node} GPUs{avoided}"
-        return (
-            f"this pool has only {count} node(s) with {job.gpus_per_node} GPUs{avoided}; "
-            f"the job needs {job.nodes}"
+        """Why no node set of the pool could ever hold ``job``, naming what is lacking."""
+        gpus, cpus, memory = job.gpus_per_node, job.cpus, job.memory_mb
+        able = self.pool.nodes_able(
+            gpus, cpus, memory, job.avoid_nodes, accepting=False, needed=job.nodes
         )
+        if able >= job.nodes:
+            return None
+        checks = [(f"{gpus} GPUs", gpus, 0.0, 0.0)]
+        checks.extend((what, 0, cpus, 0.0) for what in self._amounts(cpus, 0))
+        checks.extend((what, 0, 0.0, memory) for what in self._amounts(0, memory))
+        checks.append((self._needs(job), gpus, cpus, memory))
+        for what, g, c, m in checks:
+            count = self.pool.nodes_able(g, c, m, job.avoid_nodes, accepting=False)
+            if count >= job.nodes:
+                continue
+            avoided = ""
+            if job.avoid_nodes and count < self.pool.nodes_able(
+                g, c, m, frozenset(), accepting=False
+            ):
+                avoided = " outside the nodes this job avoids"
+            if count == 0:
+                return f"no node in this pool has {what}{avoided}"
+            return (
+                f"this pool has only {count} node(s) with {what}{avoided}; "
+                f"the job needs {job.nodes}"
+            )
+        return None
 
     def _short(self, job: PendingJob) -> bool:
         """Whether ``job`` surely ends before the reservation's estimated start."""
@@ -199,23 +274,29 @@ class _PoolPass:
             and self.now + job.max_duration <= reservation.start
         )
 
+    def _find(self, job: PendingJob, *, backfill: bool) -> Plan | None:
+        """``find_slots``, also on what the reservation holds idle if ``backfill``; skipped
+        when a job no larger already found no room."""
+        misses = self.misses[backfill]
+        if misses.covers(job):
+            return None
+        reservation = self.reservation
+        slots = find_slots(self.pool, job, reservation.idle if backfill and reservation else None)
+        if slots is None:
+            misses.add(job)
+        return slots
+
     def _fit(self, job: PendingJob) -> Plan | None:
         slots = None
         if self.pool.open_total >= job.gpus:
-            slots = find_slots(self.pool, job.nodes, job.gpus_per_node, job.avoid_nodes)
+            slots = self._find(job, backfill=False)
         if slots is None and self.reservation is not None and self._short(job):
-            slots = find_slots(
-                self.pool,
-                job.nodes,
-                job.gpus_per_node,
-                job.avoid_nodes,
-                self.reservation.idle,
-            )
+            slots = self._find(job, backfill=True)
         return slots
 
     def _place(self, job: PendingJob, slots: Plan, *, borrowed: bool) -> None:
         for node, gpus in slots:
-            self.pool.take(node, gpus)
+            self.pool.take(node, gpus, job.cpus, job.memory_mb)
         self.usage[job.workspace_id] += job.gpus
         self.placements.append(
             Placement(
@@ -244,12 +325,8 @@ class _PoolPass:
         Until the next preemption of the pass, room only shrinks, so this one would fail too.
         """
         return any(
-            nodes <= job.nodes
-            and gpus <= job.gpus_per_node
-            and priority >= job.priority
-            and within >= within_guarantee
-            and avoid <= job.avoid_nodes
-            for nodes, gpus, priority, within, avoid in self.failed[job.workspace_id]
+            priority >= job.priority and within >= within_guarantee and _smaller(shape, job)
+            for shape, priority, within in self.failed[job.workspace_id]
         )
 
     def _preempt(self, job: PendingJob, *, within_guarantee: bool) -> PreemptionPlan | None:
@@ -262,9 +339,7 @@ class _PoolPass:
         self.scans_left[within_guarantee] -= 1
         plan = plan_preemption(self.pool, job, within_guarantee)
         if plan is None:
-            self.failed[job.workspace_id].append(
-                (job.nodes, job.gpus_per_node, job.priority, within_guarantee, job.avoid_nodes)
-            )
+            self.failed[job.workspace_id].append((_shape(job), job.priority, within_guarantee))
         return plan
 
     def _apply(self, job: PendingJob, plan: PreemptionPlan, *, within_guarantee: bool) -> None:
@@ -282,7 +357,7 @@ class _PoolPass:
                 self.borrowers[other.workspace_id] -= 1
             self.pool.mark_leaving(victim)
         for node, gpus in plan.slots:
-            self.pool.claim(node, gpus)
+            self.pool.claim(node, gpus, job.cpus, job.memory_mb)
         self.usage[job.workspace_id] += job.gpus
         self.failed.clear()
         self._wait(job, f"waiting for preempted job(s) {_job_list(plan.waits_for)} to stop")
@@ -292,9 +367,7 @@ class _PoolPass:
         largest = self.pool.largest_open()
         available = self.pool.nodes_with_open(job.gpus_per_node)
         if reservation is not None:
-            behind = find_slots(
-                self.pool, job.nodes, job.gpus_per_node, job.avoid_nodes, reservation.idle
-            )
+            behind = self._find(job, backfill=True)
             if behind is not None:
                 return f"behind job {reservation.job_id}, which holds the reservation"
             for rank, idle in reservation.idle.items():
@@ -303,6 +376,11 @@ class _PoolPass:
                 largest = max(largest, free)
                 if len(node.open) < job.gpus_per_node <= free:
                     available += 1
+        gpus_fit = largest >= job.gpus_per_node if job.nodes == 1 else available >= job.nodes
+        if gpus_fit and self._amounts(job.cpus, job.memory_mb):
+            if job.nodes == 1:
+                return f"waiting for a node with {self._needs(job, free=True)}"
+            return f"waiting for {job.nodes} nodes with {self._needs(job, free=True)} each"
         if job.nodes == 1:
             return (
                 f"waiting for {job.gpus_per_node} GPUs on one node (largest free block: {largest})"
@@ -330,7 +408,7 @@ class _PoolPass:
             PendingReason(
                 job_id=job.id,
                 position=len(self.pending) + 1,
-                reason=f"reserved: starts when {job.gpus_per_node} GPUs are free on {where}",
+                reason=f"reserved: starts when {self._needs(job)} are free on {where}",
                 estimated_start=reservation.start,
                 reserved=True,
                 reserved_slots=reservation.slots,
@@ -340,9 +418,13 @@ class _PoolPass:
 
 def _pools(snapshot: Snapshot) -> tuple[dict[int, PoolState], dict[int, NodeState]]:
     held: dict[int, set[int]] = defaultdict(set)
+    cpus: dict[int, float] = defaultdict(float)
+    memory: dict[int, float] = defaultdict(float)
     for job in snapshot.running:
         for node_id, gpus in job.slots:
             held[node_id].update(gpus)
+            cpus[node_id] += max(0.0, job.cpus)
+            memory[node_id] += max(0, job.memory_mb)
     views_by_pool = defaultdict(list)
     for view in snapshot.nodes:
         views_by_pool[view.pool_id].append(view)
@@ -350,7 +432,10 @@ def _pools(snapshot: Snapshot) -> tuple[dict[int, PoolState], dict[int, NodeStat
     nodes: dict[int, NodeState] = {}
     for pool_id, views in views_by_pool.items():
         views.sort(key=lambda view: (natural_key(view.name), view.id))
-        states = [NodeState(view, rank, held[view.id]) for rank, view in enumerate(views)]
+        states = [
+            NodeState(view, rank, held[view.id], cpus[view.id], memory[view.id])
+            for rank, view in enumerate(views)
+        ]
         pools[pool_id] = PoolState(pool_id, states)
         nodes.update((state.id, state) for state in states)
     return pools, nodes
@@ -368,9 +453,8 @@ def schedule(snapshot: Snapshot) -> Decisions:
             if node is None:
                 continue
             usable = tuple(sorted(gpu for gpu in gpus if gpu in node.gpus))
-            if usable:
-                state.parts.append((node, usable))
-                node.holders.append((state, usable))
+            state.parts.append((node, usable))
+            node.holders.append((state, usable))
         running_by_pool[job.pool_id].append(state)
         if state.leaving and state.parts:
             pools[state.parts[0][0].pool_id].mark_leaving(state)

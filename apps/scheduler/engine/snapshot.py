@@ -13,7 +13,10 @@ Slots = tuple[tuple[int, tuple[int, ...]], ...]
 
 @dataclass(frozen=True)
 class NodeView:
-    """A node of a pool and the GPUs on it that may be scheduled."""
+    """A node of a pool and the GPUs on it that may be scheduled.
+
+    ``cpus`` (cores) and ``memory_mb`` are what the node offers to jobs; None: not limited.
+    """
 
     id: int
     name: str
@@ -21,11 +24,16 @@ class NodeView:
     gpus: tuple[int, ...]
     nvlink_groups: tuple[frozenset[int], ...] = ()
     accepting: bool = True
+    cpus: float | None = None
+    memory_mb: int | None = None
 
 
 @dataclass(frozen=True)
 class RunningJob:
-    """A job holding GPUs: scheduled, starting, running or preempting."""
+    """A job holding GPUs: scheduled, starting, running or preempting.
+
+    Every rank (slot) holds ``cpus`` cores and ``memory_mb`` of memory on its node.
+    """
 
     id: int
     workspace_id: int
@@ -36,6 +44,8 @@ class RunningJob:
     last_checkpoint_at: float | None = None
     ends_by: float | None = None
     preemptible: bool = True
+    cpus: float = 0.0
+    memory_mb: int = 0
 
     @property
     def gpus(self) -> int:
@@ -45,7 +55,10 @@ class RunningJob:
 
 @dataclass(frozen=True)
 class PendingJob:
-    """A job waiting in its pool's queue for ``nodes`` x ``gpus_per_node`` GPUs."""
+    """A job waiting in its pool's queue for ``nodes`` x ``gpus_per_node`` GPUs.
+
+    Every rank also needs ``cpus`` cores and ``memory_mb`` of memory free on its node.
+    """
 
     id: int
     workspace_id: int
@@ -56,6 +69,8 @@ class PendingJob:
     order: float
     max_duration: float | None = None
     avoid_nodes: frozenset[int] = frozenset()
+    cpus: float = 0.0
+    memory_mb: int = 0
 
     @property
     def gpus(self) -> int:

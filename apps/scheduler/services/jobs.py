@@ -13,12 +13,13 @@ from django.utils import timezone
 from apps.accounts.models import Role, User, Workspace
 from apps.accounts.services import platform_admin_require
 from apps.audit.services import audit_record
+from apps.monitoring.models import Node
 from apps.scheduler.broadcast import commands_send, jobs_changed
 from apps.scheduler.lifecycle import RUNNING_STATES, TERMINAL_STATES, job_stop, note, transition
 from apps.scheduler.models import Job, Pool, Priority, Quota
 from apps.scheduler.passes import pass_request_on_commit
 from apps.scheduler.services.common import act_check, pool_shape, seconds_value, whole_number
-from apps.scheduler.snapshot import default_pool
+from apps.scheduler.snapshot import default_pool, node_capacity
 from apps.system.errors import ApplicationError, ConflictError, PermissionDeniedError
 from apps.system.validation import text_required
 
@@ -105,6 +106,29 @@ def _fits_pool(pool: Pool, nodes: int, gpus_per_node: int) -> None:
         )
 
 
+def _fits_nodes(pool: Pool, *, cpus: float | None, memory_mb: int | None) -> None:
+    """Refuse CPU or memory requests that no node of the pool could ever meet."""
+    if cpus is None and memory_mb is None:
+        return
+    facts = Node.objects.filter(schedule__pool=pool, revoked_at__isnull=True).values_list(
+        "facts", flat=True
+    )
+    capacities = [node_capacity(f or {}) for f in facts]
+    most_cpus = max((c for c, _ in capacities if c is not None), default=None)
+    most_memory = max((m for _, m in capacities if m is not None), default=None)
+    if cpus is not None and most_cpus is not None and cpus > most_cpus:
+        raise ApplicationError(
+            f"No node in pool {pool.name} has {cpus:g} CPU cores (the largest has {most_cpus:g}).",
+            field="cpus",
+        )
+    if memory_mb is not None and most_memory is not None and memory_mb > most_memory:
+        raise ApplicationError(
+            f"No node in pool {pool.name} has {memory_mb} MB of memory "
+            f"(the largest has {most_memory}).",
+            field="memory_mb",
+        )
+
+
 def _fits_quota(workspace: Workspace, pool: Pool, gpus: int) -> None:
     quota = Quota.objects.filter(workspace=workspace, pool=pool).first()
     if quota is not None and gpus > quota.maximum:
@@ -148,6 +172,7 @@ def job_submit(*, actor: User, workspace: Workspace, spec: JobSpec) -> Job:
         raise ApplicationError("cpus must be a positive number.", field="cpus")
     if spec.memory_mb is not None:
         whole_number(spec.memory_mb, "memory_mb", low=1, high=64 * 1024 * 1024)
+    _fits_nodes(pool, cpus=spec.cpus, memory_mb=spec.memory_mb)
     job = Job.objects.create(
         workspace=workspace,
         pool=pool,

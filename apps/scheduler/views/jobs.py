@@ -100,6 +100,8 @@ def job_new(request: HttpRequest) -> HttpResponse:
                 pool=data["pool"] or "",
                 nodes=data["nodes"],
                 gpus_per_node=data["gpus_per_node"],
+                cpus=data["cpus"],
+                memory_mb=data["memory_mb"],
                 priority=data["priority"],
                 max_restarts=data["max_restarts"],
                 env=data["env"],

@@ -15,6 +15,7 @@ from apps.scheduler.engine import (
 
 NOW = 1_000_000.0
 LOW, NORMAL, HIGH, URGENT = 0, 1, 2, 3
+GB = 1024
 
 
 def node(
@@ -26,8 +27,11 @@ def node(
     groups: Iterable[Iterable[int]] = (),
     accepting: bool = True,
     out: Iterable[int] = (),
+    cpus: float | None = None,
+    memory_mb: int | None = None,
 ) -> NodeView:
-    """A node with GPUs 0..gpus-1 except those ``out`` of service."""
+    """A node with GPUs 0..gpus-1 except those ``out`` of service; CPU and memory unlimited
+    unless given."""
     skipped = set(out)
     return NodeView(
         id=node_id,
@@ -36,6 +40,8 @@ def node(
         gpus=tuple(i for i in range(gpus) if i not in skipped),
         nvlink_groups=tuple(frozenset(group) for group in groups),
         accepting=accepting,
+        cpus=cpus,
+        memory_mb=memory_mb,
     )
 
 
@@ -50,8 +56,11 @@ def running(
     checkpoint_age: float | None = None,
     ends_in: float | None = None,
     preemptible: bool = True,
+    cpus: float = 0.0,
+    memory_mb: int = 0,
 ) -> RunningJob:
-    """A job started ``age`` seconds ago holding ``slots`` ({node id: GPU indices})."""
+    """A job started ``age`` seconds ago holding ``slots`` ({node id: GPU indices}), and
+    ``cpus`` cores and ``memory_mb`` on each of those nodes."""
     return RunningJob(
         id=job_id,
         workspace_id=workspace,
@@ -62,6 +71,8 @@ def running(
         last_checkpoint_at=None if checkpoint_age is None else NOW - checkpoint_age,
         ends_by=None if ends_in is None else NOW + ends_in,
         preemptible=preemptible,
+        cpus=cpus,
+        memory_mb=memory_mb,
     )
 
 
@@ -76,8 +87,11 @@ def pending(
     order: float | None = None,
     max_duration: float | None = None,
     avoid: Iterable[int] = (),
+    cpus: float = 0.0,
+    memory_mb: int = 0,
 ) -> PendingJob:
-    """A pending job of ``nodes`` x ``gpus`` GPUs, queued in id order unless told otherwise."""
+    """A pending job of ``nodes`` x ``gpus`` GPUs (and ``cpus`` cores and ``memory_mb`` per
+    node), queued in id order unless told otherwise."""
     return PendingJob(
         id=job_id,
         workspace_id=workspace,
@@ -88,6 +102,8 @@ def pending(
         order=float(job_id) if order is None else order,
         max_duration=max_duration,
         avoid_nodes=frozenset(avoid),
+        cpus=cpus,
+        memory_mb=memory_mb,
     )
 
 

@@ -1,10 +1,15 @@
 """Rules every pass must keep, checked from the snapshot alone (no engine code)."""
 
+import math
 from collections import defaultdict
+from collections.abc import Iterable
 
-from apps.scheduler.engine import Decisions, PendingJob, RunningJob, Snapshot
+from apps.scheduler.engine import Decisions, PendingJob, Placement, RunningJob, Snapshot
+from apps.scheduler.engine.snapshot import Slots
 
 Gpu = tuple[int, int]
+# Cores and memory (MB) left on a node; infinite where the node does not limit them.
+Room = dict[int, tuple[float, float]]
 
 
 def borrowing_jobs(snapshot: Snapshot) -> set[int]:
@@ -26,13 +31,50 @@ def borrowing_jobs(snapshot: Snapshot) -> set[int]:
     return borrowing
 
 
-def gang_fits(snapshot: Snapshot, job: PendingJob, usable: set[Gpu]) -> bool:
-    """Whether ``job`` fits on ``usable`` GPUs of accepting nodes of its pool it may use."""
+def room(
+    snapshot: Snapshot,
+    gone: set[int] | frozenset[int] = frozenset(),
+    placements: Iterable[Placement] = (),
+) -> Room:
+    """Cores and memory left on every node once the running jobs in ``gone`` have stopped
+    and ``placements`` have started (each rank holds its job's request on its node)."""
+    queue = {job.id: job for job in snapshot.pending}
+    left = {
+        view.id: (
+            math.inf if view.cpus is None else view.cpus,
+            math.inf if view.memory_mb is None else view.memory_mb,
+        )
+        for view in snapshot.nodes
+    }
+    holders: list[tuple[Slots, float, float]] = [
+        (job.slots, job.cpus, job.memory_mb) for job in snapshot.running if job.id not in gone
+    ]
+    for placement in placements:
+        job = queue[placement.job_id]
+        holders.append((placement.slots, job.cpus, job.memory_mb))
+    for slots, cpus, memory in holders:
+        for node_id, _ in slots:
+            if node_id in left:
+                cores, mb = left[node_id]
+                left[node_id] = (cores - cpus, mb - memory)
+    return left
+
+
+def has_room(job: PendingJob, cores: float, mb: float) -> bool:
+    """Whether a rank of ``job`` fits in ``cores`` and ``mb`` (a job asking none always does)."""
+    return (job.cpus <= 0 or cores >= job.cpus) and (job.memory_mb <= 0 or mb >= job.memory_mb)
+
+
+def gang_fits(snapshot: Snapshot, job: PendingJob, usable: set[Gpu], left: Room) -> bool:
+    """Whether ``job`` fits on ``usable`` GPUs of accepting nodes of its pool it may use, with
+    its cores and memory ``left`` there."""
     hosts = 0
     for view in snapshot.nodes:
         if view.pool_id != job.pool_id or not view.accepting or view.id in job.avoid_nodes:
             continue
-        if sum(1 for gpu in view.gpus if (view.id, gpu) in usable) >= job.gpus_per_node:
+        if sum(
+            1 for gpu in view.gpus if (view.id, gpu) in usable
+        ) >= job.gpus_per_node and has_room(job, *left[view.id]):
             hosts += 1
     return hosts >= job.nodes
 
@@ -89,6 +131,7 @@ def check(snapshot: Snapshot, decisions: Decisions) -> None:
         row = quotas.get(key)
         maximum = row.maximum if row else pool_size[key[1]]
         assert usage[key] + total <= maximum, "never above a workspace's maximum"
+    _check_cpu_and_memory(snapshot, decisions)
 
     borrowing = borrowing_jobs(snapshot)
     victims: dict[int, list[RunningJob]] = defaultdict(list)
@@ -111,18 +154,38 @@ def check(snapshot: Snapshot, decisions: Decisions) -> None:
         victims[waiting.id].append(victim)
     stopped = [p.job_id for p in decisions.preemptions]
     assert len(stopped) == len(set(stopped)), "a job is preempted once"
-    leaving = held_gpus(tuple(j for j in snapshot.running if not j.preemptible))
+    stopping = {j.id for j in snapshot.running if not j.preemptible}
+    leaving = held_gpus(tuple(running[job_id] for job_id in stopping))
     soon = held_gpus(tuple(running[job_id] for job_id in stopped))
+    left = room(snapshot, stopping | set(stopped), decisions.placements)
     for job_id in victims:
-        assert gang_fits(snapshot, queue[job_id], (free - taken) | soon | leaving), (
+        assert gang_fits(snapshot, queue[job_id], (free - taken) | soon | leaving, left), (
             "preemptions make the job fit"
         )
 
-    _check_reservations(snapshot, decisions, set(stopped))
+    _check_reservations(snapshot, decisions, stopping | set(stopped))
+
+
+def _check_cpu_and_memory(snapshot: Snapshot, decisions: Decisions) -> None:
+    """No placement takes cores or memory a node does not have free."""
+    queue = {job.id: job for job in snapshot.pending}
+    free = {node_id: (max(0.0, c), max(0.0, m)) for node_id, (c, m) in room(snapshot).items()}
+    placed: dict[int, tuple[float, float]] = defaultdict(lambda: (0.0, 0.0))
+    for placement in decisions.placements:
+        job = queue[placement.job_id]
+        for node_id, _ in placement.slots:
+            cores, mb = placed[node_id]
+            placed[node_id] = (cores + job.cpus, mb + job.memory_mb)
+    for node_id, (cores, mb) in placed.items():
+        assert cores <= free[node_id][0], "never more CPU cores than a node has free"
+        assert mb <= free[node_id][1], "never more memory than a node has free"
 
 
 def _check_reservations(snapshot: Snapshot, decisions: Decisions, stopped: set[int]) -> None:
-    """One reservation per pool, and no placement delays it."""
+    """One reservation per pool, and no placement delays it.
+
+    ``stopped`` are the running jobs being stopped (preempted in this pass, or already).
+    """
     nodes = {view.id: view for view in snapshot.nodes}
     queue = {job.id: job for job in snapshot.pending}
     pools = [queue[r.job_id].pool_id for r in decisions.pending if r.reserved]
@@ -155,3 +218,20 @@ def _check_reservations(snapshot: Snapshot, decisions: Decisions, stopped: set[i
                 assert start is not None, "no backfill on GPUs held without an estimate"
                 assert backfill.max_duration is not None, "only jobs sure to end backfill"
                 assert snapshot.now + backfill.max_duration <= start, "backfill never delays it"
+        gone = {
+            other.id
+            for other in snapshot.running
+            if start is None
+            or other.id in stopped
+            or (other.ends_by is not None and other.ends_by <= start)
+        }
+        staying = [
+            placement
+            for placement in decisions.placements
+            if start is None
+            or (max_duration := queue[placement.job_id].max_duration) is None
+            or snapshot.now + max_duration > start
+        ]
+        left = room(snapshot, gone, staying)
+        for node_id in hosts:
+            assert has_room(job, *left[node_id]), "its cores and memory are free by its start"

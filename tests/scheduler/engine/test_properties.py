@@ -1,5 +1,10 @@
-"""Property tests on random small clusters: the rules hold whatever the snapshot."""
+"""Property tests on random small clusters: the rules hold whatever the snapshot.
 
+Nodes may limit CPU cores and memory, and jobs ask for some per rank; running jobs may even
+hold more than a node has (a node that shrank), which must never let a placement overcommit.
+"""
+
+import math
 import random
 from dataclasses import replace
 
@@ -14,14 +19,20 @@ from apps.scheduler.engine import (
     Snapshot,
     schedule,
 )
-from tests.scheduler.engine.factories import NOW
-from tests.scheduler.engine.invariants import borrowing_jobs, check, gang_fits, held_gpus
+from tests.scheduler.engine.factories import GB, NOW
+from tests.scheduler.engine.invariants import borrowing_jobs, check, gang_fits, held_gpus, room
 
 SETTINGS = settings(
     max_examples=200,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+
+
+NODE_CPUS = st.sampled_from((None, None, 4.0, 8.0, 16.0))
+NODE_MEMORY = st.sampled_from((None, None, 8 * GB, 16 * GB, 32 * GB))
+JOB_CPUS = st.sampled_from((0.0, 0.0, 1.0, 2.0, 4.0, 8.0))
+JOB_MEMORY = st.sampled_from((0, 0, 1 * GB, 4 * GB, 8 * GB, 16 * GB))
 
 
 @st.composite
@@ -46,6 +57,8 @@ def _nodes(draw: st.DrawFn, pools: int) -> list[NodeView]:
                     gpus=tuple(i for i in range(size) if i not in out),
                     nvlink_groups=groups,
                     accepting=draw(st.sampled_from((True, True, True, False))),
+                    cpus=draw(NODE_CPUS),
+                    memory_mb=draw(NODE_MEMORY),
                 )
             )
     return nodes
@@ -67,6 +80,14 @@ def _running(
     sizes = _sizes(nodes)
     held: dict[int, set[int]] = {view.id: set() for view in nodes}
     jobs: list[RunningJob] = []
+    overcommit = draw(st.sampled_from((False, False, False, True)))
+    left = {
+        view.id: (
+            math.inf if view.cpus is None else view.cpus,
+            math.inf if view.memory_mb is None else view.memory_mb,
+        )
+        for view in nodes
+    }
     for _ in range(draw(st.integers(0, 10))):
         if not nodes:
             break
@@ -74,16 +95,20 @@ def _running(
         pool_nodes = [view for view in nodes if view.pool_id == first.pool_id]
         hosts = draw(st.permutations(pool_nodes))[: draw(st.integers(1, 2))]
         per_node = draw(st.integers(1, 4))
+        cpus, memory = draw(JOB_CPUS), draw(JOB_MEMORY)
         slots = []
         for host in hosts:
             idle = sorted(set(range(sizes[host.id])) - held[host.id])
-            if len(idle) < per_node:
+            cores, mb = left[host.id]
+            if len(idle) < per_node or (not overcommit and (cores < cpus or mb < memory)):
                 break
             slots.append((host.id, tuple(sorted(draw(st.permutations(idle))[:per_node]))))
         if len(slots) < len(hosts):
             continue
         for node_id, gpus in slots:
             held[node_id].update(gpus)
+            cores, mb = left[node_id]
+            left[node_id] = (cores - cpus, mb - memory)
         age = draw(st.floats(1, 10_000))
         jobs.append(
             RunningJob(
@@ -96,6 +121,8 @@ def _running(
                 last_checkpoint_at=draw(st.none() | st.floats(NOW - age, NOW)),
                 ends_by=draw(st.none() | st.floats(NOW - 100, NOW + 10_000)),
                 preemptible=draw(st.sampled_from((True, True, True, not stopping))),
+                cpus=cpus,
+                memory_mb=memory,
             )
         )
     return jobs
@@ -113,6 +140,8 @@ def _pending(draw: st.DrawFn, job_id: int, pools: int, node_ids: int) -> Pending
         order=draw(st.integers(0, 20)),
         max_duration=draw(st.none() | st.floats(1, 20_000)),
         avoid_nodes=frozenset(draw(st.sets(st.integers(1, max(node_ids, 1)), max_size=1))),
+        cpus=draw(JOB_CPUS),
+        memory_mb=draw(JOB_MEMORY),
     )
 
 
@@ -201,6 +230,8 @@ def waiting_guarantees(draw: st.DrawFn) -> tuple[Snapshot, PendingJob]:
         nodes=draw(st.integers(1, len(nodes))),
         gpus_per_node=draw(st.integers(1, largest)),
         order=draw(st.integers(0, 20)),
+        cpus=draw(JOB_CPUS),
+        memory_mb=draw(JOB_MEMORY),
     )
     guaranteed = job.gpus + draw(st.integers(0, 4))
     quotas = [Quota(workspace_id=1, pool_id=1, guaranteed=guaranteed, maximum=guaranteed + 4)]
@@ -219,11 +250,10 @@ def waiting_guarantees(draw: st.DrawFn) -> tuple[Snapshot, PendingJob]:
         pending=(job, *later),
         quotas=tuple(quotas),
     )
-    borrowed = held_gpus(
-        tuple(j for j in running if j.id in borrowing_jobs(snapshot) and j.workspace_id != 1)
-    )
+    lenders = tuple(j for j in running if j.id in borrowing_jobs(snapshot) and j.workspace_id != 1)
     free = {(v.id, gpu) for v in nodes for gpu in v.gpus} - held_gpus(tuple(running))
-    assume(gang_fits(snapshot, job, free | borrowed))
+    left = room(snapshot, {j.id for j in lenders})
+    assume(gang_fits(snapshot, job, free | held_gpus(lenders), left))
     return snapshot, job
 
 
@@ -239,9 +269,17 @@ def test_a_waiting_guarantee_is_met_within_one_pass(case: tuple[Snapshot, Pendin
     assert job.id in {p.job_id for p in decisions.placements} or victims
     if victims:
         placed = {p.job_id for p in decisions.placements}
+        queue = {j.id: j for j in snapshot.pending}
         started = tuple(
             RunningJob(
-                id=p.job_id, workspace_id=9, pool_id=1, priority=0, slots=p.slots, started_at=NOW
+                id=p.job_id,
+                workspace_id=9,
+                pool_id=1,
+                priority=0,
+                slots=p.slots,
+                started_at=NOW,
+                cpus=queue[p.job_id].cpus,
+                memory_mb=queue[p.job_id].memory_mb,
             )
             for p in decisions.placements
         )
@@ -255,9 +293,20 @@ def test_a_waiting_guarantee_is_met_within_one_pass(case: tuple[Snapshot, Pendin
 
 @st.composite
 def busy_queues(draw: st.DrawFn) -> Snapshot:
-    """A busy pool with a big job at the head of the queue and small, short jobs behind it."""
+    """A busy pool with a big job at the head of the queue and small, short jobs behind it.
+
+    The head job may be big in GPUs, or in CPU cores or memory, so that it waits while
+    GPUs stay free on the nodes it reserves.
+    """
     nodes = [
-        NodeView(id=i, name=f"node-{i}", pool_id=1, gpus=tuple(range(8)))
+        NodeView(
+            id=i,
+            name=f"node-{i}",
+            pool_id=1,
+            gpus=tuple(range(8)),
+            cpus=draw(st.sampled_from((None, 8.0, 16.0))),
+            memory_mb=draw(st.sampled_from((None, 16 * GB, 32 * GB))),
+        )
         for i in range(1, draw(st.integers(1, 4)) + 1)
     ]
     running = [
@@ -270,8 +319,10 @@ def busy_queues(draw: st.DrawFn) -> Snapshot:
         pool_id=1,
         priority=1,
         nodes=draw(st.integers(1, len(nodes))),
-        gpus_per_node=8,
+        gpus_per_node=draw(st.sampled_from((2, 4, 8, 8))),
         order=0,
+        cpus=draw(st.sampled_from((0.0, 8.0, 16.0))),
+        memory_mb=draw(st.sampled_from((0, 16 * GB, 32 * GB))),
     )
     behind = [
         replace(
