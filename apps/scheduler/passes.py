@@ -181,6 +181,7 @@ def reconcile(now: datetime) -> list[Command]:
     for allocation in active:
         node = allocation.node
         if allocation.attempt != allocation.job.attempt:
+            commands.append(signal_command(allocation, hard=True, grace=0))
             allocation_end(allocation, lost=True, reason="left over from an earlier attempt")
             continue
         fault = _node_fault(node)

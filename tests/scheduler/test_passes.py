@@ -490,3 +490,19 @@ def test_cpu_and_memory_requests_keep_jobs_off_a_node_without_room(
     assert start["env"]["PODIUM_CPUS"] == "6"
     assert start["env"]["OMP_NUM_THREADS"] == "6"
     assert start["env"]["PODIUM_MEMORY_MB"] == "16000"
+
+
+def test_a_rank_left_over_from_an_earlier_attempt_is_killed(
+    workspace: Workspace, pool: Pool, sent: Sent, committing: Callable[..., Any]
+) -> None:
+    node = node_in(pool, "gpu-1")
+    job = job_create(workspace, pool, state=State.PENDING, attempt=2)
+    stale = Allocation.objects.create(job=job, attempt=1, rank=0, node=node, gpus=[0])
+
+    committing(pass_run)
+
+    stale.refresh_from_db()
+    assert stale.state == Allocation.State.LOST
+    assert {"type": "job_signal", "alloc": stale.pk, "signal": "kill", "grace": 0} in sent.commands(
+        node.pk
+    )
