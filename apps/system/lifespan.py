@@ -31,6 +31,7 @@ from apps.system.heartbeats import (
 logger = logging.getLogger(__name__)
 
 LEADER_KEY = "podium:status-leader"
+CANCEL_RETRY = 1.0  # seconds between two cancellations of a loop that did not end
 
 
 async def status_loop(started_at: float) -> None:
@@ -71,6 +72,24 @@ async def status_loop(started_at: float) -> None:
         await client.aclose()
 
 
+async def tasks_stop(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel the loops and wait until each has ended.
+
+    A cancellation that arrives while a loop waits for a thread (``sync_to_async``) can be
+    absorbed by asgiref, and the loop would go on: such a task is cancelled again until
+    it ends.
+    """
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        while not task.done():
+            await asyncio.wait({task}, timeout=CANCEL_RETRY)
+            if not task.done():
+                task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            task.result()
+
+
 class LifespanApp:
     """Starts the background loops when the server starts and stops them when it stops."""
 
@@ -86,10 +105,6 @@ class LifespanApp:
                 )
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                for task in tasks:
-                    task.cancel()
-                for task in tasks:
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+                await tasks_stop(tasks)
                 await send({"type": "lifespan.shutdown.complete"})
                 return

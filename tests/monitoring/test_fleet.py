@@ -1,7 +1,6 @@
 """Fleet frames: the changed nodes' summaries, to the right groups, from one leader."""
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +17,7 @@ from apps.monitoring.broadcast import (
 )
 from apps.monitoring.fleet import fleet_loop, fleet_push, fleet_snapshot, fleet_snapshot_sync
 from apps.system.heartbeats import async_redis_client, redis_client
+from apps.system.lifespan import tasks_stop
 
 
 def summary(node_id: int, ws: int | None) -> dict[str, Any]:
@@ -38,9 +38,7 @@ def publish(*summaries: dict[str, Any], dirty: bool = True) -> None:
 
 
 async def stop(task: asyncio.Task) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await tasks_stop([task])
 
 
 @pytest.mark.integration

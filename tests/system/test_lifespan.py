@@ -17,7 +17,7 @@ from apps.system.heartbeats import (
     instance_name,
     redis_client,
 )
-from apps.system.lifespan import LEADER_KEY, LifespanApp, status_loop
+from apps.system.lifespan import LEADER_KEY, LifespanApp, status_loop, tasks_stop
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,9 +28,7 @@ def fast_beats(settings: Any) -> None:
 
 
 async def stop(task: asyncio.Task) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await tasks_stop([task])
 
 
 def my_web_beat() -> Any:
@@ -211,3 +209,17 @@ async def test_the_status_recovers_when_the_database_drops_its_connection(
 
     assert seen
     assert database_ok(seen[-1]), "the database stays reported down after a reconnect"
+
+
+async def test_a_loop_that_absorbs_a_cancellation_is_cancelled_again() -> None:
+    async def stubborn() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(30)
+        await asyncio.sleep(30)
+
+    task = asyncio.create_task(stubborn())
+    await asyncio.sleep(0)
+
+    await asyncio.wait_for(tasks_stop([task]), timeout=10)
+
+    assert task.cancelled()
