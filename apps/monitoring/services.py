@@ -21,7 +21,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from apps.accounts.models import Role
-from apps.accounts.selectors import User, Workspace, membership_role
+from apps.accounts.selectors import User, Workspace
 from apps.accounts.services import platform_admin_require
 from apps.accounts.tokens import token_mint
 from apps.audit.services import audit_record
@@ -36,7 +36,7 @@ from apps.monitoring.models import (
     JoinToken,
     Node,
 )
-from apps.monitoring.selectors import node_can_acknowledge, node_can_manage
+from apps.monitoring.selectors import node_can_acknowledge, node_can_manage, scope_role
 from apps.monitoring.signals import node_changed_send
 from apps.monitoring.tasks import deliver_alert
 from apps.system.crypto import secret_encrypt
@@ -60,13 +60,6 @@ UNSET = Unset.UNSET
 
 
 # Rights ------------------------------------------------------------------------------------
-
-
-def _role_in(actor: User, workspace: Workspace | None) -> Role | None:
-    """The role ``actor`` acts with for a scope; platform admins are admins everywhere."""
-    if workspace is None:
-        return Role.ADMIN if actor.is_platform_admin else None
-    return membership_role(user=actor, workspace=workspace)
 
 
 def _manage_check(actor: User, node: Node) -> None:
@@ -107,7 +100,7 @@ def join_token_create(
 
     Nodes joining with it are dedicated to ``workspace`` (shared when None).
     """
-    if _role_in(actor, workspace) != Role.ADMIN:
+    if scope_role(user=actor, workspace=workspace) != Role.ADMIN:
         if workspace is None:
             raise PermissionDeniedError("Only a platform admin can create tokens for shared nodes.")
         raise PermissionDeniedError("Only a workspace admin can create join tokens for it.")
@@ -148,7 +141,7 @@ def join_token_create(
 @transaction.atomic
 def join_token_revoke(*, actor: User, token: JoinToken) -> JoinToken:
     """An admin revokes a join token; nodes that joined with it keep their own tokens."""
-    if _role_in(actor, token.workspace) != Role.ADMIN:
+    if scope_role(user=actor, workspace=token.workspace) != Role.ADMIN:
         raise PermissionDeniedError("Only an admin of its scope can revoke this join token.")
     if token.revoked_at is None:
         token.revoked_at = timezone.now()

@@ -52,6 +52,7 @@ from apps.monitoring.selectors.nodes import (
     node_list,
     node_live,
     node_role,
+    scope_role,
     summary_visible,
     workspace_ids_of,
 )
@@ -95,6 +96,7 @@ __all__ = [
     "node_live",
     "node_recent",
     "node_role",
+    "scope_role",
     "summary_visible",
     "workspace_ids_of",
 ]

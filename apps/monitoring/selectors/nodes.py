@@ -11,6 +11,7 @@ from django.db.models import Count, Q, QuerySet
 from apps.accounts.models import Role
 from apps.accounts.selectors import (
     User,
+    Workspace,
     membership_role,
     workspace_ids_administered,
     workspace_ids_member,
@@ -106,12 +107,18 @@ def gpu_get(*, user: User, node_id: int, index: int) -> Gpu:
     return gpu
 
 
-def node_role(*, user: User, node: Node) -> Role | None:
-    """The role ``user`` acts with on ``node``: platform admins act as admins everywhere;
-    on a shared node nobody else has a role (they only read it)."""
-    if node.workspace is None:
+def scope_role(*, user: User, workspace: Workspace | None) -> Role | None:
+    """The role ``user`` acts with on what belongs to ``workspace`` or, with None, to the
+    whole cluster: platform admins act as admins everywhere; in the cluster's shared
+    scope nobody else has a role (they only read)."""
+    if workspace is None:
         return Role.ADMIN if user.is_platform_admin else None
-    return membership_role(user=user, workspace=node.workspace)
+    return membership_role(user=user, workspace=workspace)
+
+
+def node_role(*, user: User, node: Node) -> Role | None:
+    """The role ``user`` acts with on ``node`` (see ``scope_role``)."""
+    return scope_role(user=user, workspace=node.workspace)
 
 
 def node_can_manage(*, user: User, node: Node) -> bool:

@@ -12,16 +12,9 @@ from apps.scheduler.models import Pool
 from apps.system.errors import ApplicationError, PermissionDeniedError
 
 
-def role_in(actor: User, workspace: Workspace) -> Role | None:
-    """The role ``actor`` acts with in ``workspace``; platform admins act as admins."""
-    if actor.is_platform_admin:
-        return Role.ADMIN
-    return membership_role(user=actor, workspace=workspace)
-
-
 def act_check(actor: User, workspace: Workspace, what: str) -> Role:
     """Members and admins act on a workspace's jobs; viewers get PermissionDeniedError."""
-    role = role_in(actor, workspace)
+    role = membership_role(user=actor, workspace=workspace)
     if role not in (Role.ADMIN, Role.MEMBER):
         raise PermissionDeniedError(f"Viewers cannot {what}.")
     return role
