@@ -21,7 +21,7 @@ from podium.agent import protocol
 
 logger = logging.getLogger(__name__)
 
-# How often a job's last-output time is written while it keeps printing.
+# How often the last-output time of a job with a hang watchdog is written while it prints.
 OUTPUT_MARK_EVERY = timedelta(seconds=5)
 MAX_TAIL = 8192
 
@@ -141,23 +141,24 @@ def on_job_exited(node_id: int, message: Message) -> list[Message]:
 
 
 def on_job_output(node_id: int, message: Message) -> list[Message]:
-    """Output lines of a rank: note that the job is alive and show them to its watchers."""
+    """Output lines of a rank: show them to its watchers and, for a job with a hang
+    watchdog, note (at most every few seconds) that it is alive. Most messages cost one
+    read: output arrives often, and a write would take the database's write lock."""
     alloc_id = _int(message.get("alloc"))
     lines = message.get("lines")
     if alloc_id is None or not isinstance(lines, list):
         return []
     row = (
         Allocation.objects.filter(pk=alloc_id, node_id=node_id)
-        .values_list("job_id", "rank")
+        .values_list("job_id", "rank", "job__hang_timeout", "job__last_output_at")
         .first()
     )
     if row is None:
         return []
-    job_id, rank = row
+    job_id, rank, hang_timeout, last_output_at = row
     now = timezone.now()
-    Job.objects.filter(pk=job_id).exclude(last_output_at__gt=now - OUTPUT_MARK_EVERY).update(
-        last_output_at=now
-    )
+    if hang_timeout and (last_output_at is None or now - last_output_at >= OUTPUT_MARK_EVERY):
+        Job.objects.filter(pk=job_id).update(last_output_at=now)
     job_output_push(
         job_id,
         rank=rank,

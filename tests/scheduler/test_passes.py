@@ -506,3 +506,22 @@ def test_a_rank_left_over_from_an_earlier_attempt_is_killed(
     assert {"type": "job_signal", "alloc": stale.pk, "signal": "kill", "grace": 0} in sent.commands(
         node.pk
     )
+
+
+def test_output_of_a_job_without_hang_watchdog_costs_one_read(
+    workspace: Workspace,
+    pool: Pool,
+    sent: Sent,
+    committing: Callable[..., Any],
+    django_assert_num_queries: Any,
+) -> None:
+    node_in(pool, "gpu-1")
+    job = job_create(workspace, pool)
+    committing(pass_run)
+    allocation = rank0(job)
+
+    with django_assert_num_queries(1):
+        agents.on_job_output(allocation.node_id, {"alloc": allocation.pk, "seq": 0, "lines": ["x"]})
+
+    job.refresh_from_db()
+    assert job.last_output_at is None
