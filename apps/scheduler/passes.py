@@ -60,7 +60,6 @@ class PassResult:
     preempted: int = 0
     pending: int = 0
     stopped: int = 0  # attempts stopped by faults and watchdogs
-    engine_seconds: float = 0.0
     seconds: float = 0.0
     # Seconds per phase: reconcile, snapshot, engine, apply (the transaction), send (the
     # commands after commit), queue (positions published).
@@ -118,7 +117,7 @@ def pass_run(now: datetime | None = None) -> PassResult:
     loaded = snapshot_load(now)
     clock.lap("snapshot")
     decisions = schedule(loaded.snapshot)
-    result.engine_seconds = clock.lap("engine")
+    clock.lap("engine")
     with transaction.atomic():
         placed, commands = decisions_apply(loaded, decisions, now)
         commands_send(commands)

@@ -205,11 +205,10 @@ def pool_usage(*, user: User, pool: Pool) -> PoolUsage:
     usage = PoolUsage(pool=pool, nodes=nodes, gpus=gpus, out=out)
     visible = None if user.is_platform_admin else set(workspace_ids_member(user=user))
     rows: dict[int, WorkspaceUsage] = {}
-    names = dict(Workspace.objects.values_list("pk", "name"))
     for quota in Quota.objects.filter(pool=pool):
         rows[quota.workspace_id] = WorkspaceUsage(
             quota.workspace_id,
-            names.get(quota.workspace_id, "?"),
+            "",
             guaranteed=quota.guaranteed,
             maximum=quota.maximum,
             weight=quota.weight,
@@ -220,9 +219,7 @@ def pool_usage(*, user: User, pool: Pool) -> PoolUsage:
         job__state__in=HOLDING_STATES,
     ).values_list("job__workspace_id", "gpus")
     for workspace_id, gpu_list in held:
-        row = rows.setdefault(
-            workspace_id, WorkspaceUsage(workspace_id, names.get(workspace_id, "?"))
-        )
+        row = rows.setdefault(workspace_id, WorkspaceUsage(workspace_id, ""))
         row.used += len(gpu_list)
         usage.used += len(gpu_list)
     pending = (
@@ -231,12 +228,12 @@ def pool_usage(*, user: User, pool: Pool) -> PoolUsage:
         .annotate(n=Count("pk"))
     )
     for item in pending:
-        row = rows.setdefault(
-            item["workspace_id"],
-            WorkspaceUsage(item["workspace_id"], names.get(item["workspace_id"], "?")),
-        )
+        row = rows.setdefault(item["workspace_id"], WorkspaceUsage(item["workspace_id"], ""))
         row.pending += item["n"]
         usage.pending_jobs += item["n"]
+    names = dict(Workspace.objects.filter(pk__in=list(rows)).values_list("pk", "name"))
+    for workspace_id, row in rows.items():
+        row.name = names.get(workspace_id, "?")
     shown, others = [], WorkspaceUsage(None, "Other workspaces")
     for row in sorted(rows.values(), key=lambda r: r.name.lower()):
         if visible is None or row.workspace_id in visible:

@@ -74,7 +74,8 @@ def pool_update(
 
 @transaction.atomic
 def pool_delete(*, actor: User, pool: Pool) -> None:
-    """Delete an empty pool: no nodes, no unfinished jobs."""
+    """Delete an empty pool: no nodes, no unfinished jobs. Its finished jobs go with it;
+    the audit entry records how many."""
     platform_admin_require(actor, "delete pools")
     if pool.is_default:
         raise ConflictError("The default pool cannot be deleted; make another the default first.")
@@ -82,7 +83,10 @@ def pool_delete(*, actor: User, pool: Pool) -> None:
         raise ConflictError(f"Pool {pool.name} still has nodes; move them first.")
     if Job.objects.filter(pool=pool).exclude(state__in=TERMINAL_STATES).exists():
         raise ConflictError(f"Pool {pool.name} still has unfinished jobs.")
-    audit_record(actor=actor, action="pool.delete", target=pool)
+    finished = Job.objects.filter(pool=pool).count()
+    audit_record(
+        actor=actor, action="pool.delete", target=pool, changes={"finished_jobs_deleted": finished}
+    )
     Job.objects.filter(pool=pool).delete()
     NodeSchedule.objects.filter(pool=pool).delete()
     pool.delete()
