@@ -309,10 +309,11 @@ def pool_delete(request: HttpRequest, pool_id: int) -> Any:
 @pools_router.get("/{int:pool_id}/queue", response=list[JobOut])
 @paginate(ShapedPagination, shape=jobs_out)
 def pool_queue(request: HttpRequest, pool_id: int) -> Any:
-    """The pool's pending and held jobs you may see, in queue order, with why they wait."""
+    """The pool's pending and held jobs you may see, in queue order (the first 1,000), with
+    why they wait."""
     user = _user(request)
     pool = selectors.pool_get(pool_id=pool_id)
-    jobs, _ = selectors.pool_queue(user=user, pool=pool, limit=1000)
+    jobs, _, _ = selectors.pool_queue(user=user, pool=pool, limit=1000)
     return jobs
 
 

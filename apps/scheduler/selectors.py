@@ -248,24 +248,29 @@ def pool_usage(*, user: User, pool: Pool) -> PoolUsage:
     return usage
 
 
-def pool_queue(*, user: User, pool: Pool, limit: int = 200) -> tuple[list[Job], dict[int, Any]]:
-    """The pool's pending and held jobs ``user`` may see, in queue order, with their
-    queue info (position among all of the pool's pending jobs)."""
-    jobs = list(
+def pool_queue(
+    *, user: User, pool: Pool, limit: int = 200
+) -> tuple[list[Job], dict[int, Any], int]:
+    """The pool's pending and held jobs ``user`` may see: the first ``limit`` in queue order
+    (the position the last pass gave them; held jobs last), their queue info (position
+    among all of the pool's pending jobs), and how many wait in all."""
+    rows = list(
         job_visible(user=user)
         .filter(pool=pool, state__in=[Job.State.PENDING, Job.State.HELD])
-        .order_by("queue_order", "id")[:limit]
+        .values_list("pk", "state", "queue_order")
     )
-    info = queue_info([j.pk for j in jobs])
-    jobs.sort(
-        key=lambda j: (
-            j.state == Job.State.HELD,
-            info.get(j.pk, {}).get("position") or 10**9,
-            j.queue_order,
-            j.pk,
+    info = queue_info([pk for pk, state, _ in rows if state == Job.State.PENDING])
+    rows.sort(
+        key=lambda row: (
+            row[1] == Job.State.HELD,
+            info.get(row[0], {}).get("position") or 10**9,
+            row[2],
+            row[0],
         )
     )
-    return jobs, info
+    shown = [pk for pk, _, _ in rows[:limit]]
+    by_id = job_visible(user=user).in_bulk(shown)
+    return [by_id[pk] for pk in shown if pk in by_id], info, len(rows)
 
 
 def quota_list(*, pool: Pool | None = None) -> QuerySet[Quota]:

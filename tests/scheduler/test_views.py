@@ -88,6 +88,28 @@ def test_the_queue_shows_why_each_job_waits_and_what_runs(
     assert "podium/scheduler/pool.js" in page
 
 
+def test_the_queue_follows_the_passs_positions_and_counts_every_waiting_job(
+    cast: Cast,
+    pool: Pool,
+    session_client: Callable[..., Client],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    jobs = [job_create(cast.workspace, pool, name=f"job-{n}") for n in range(4)]
+    positions = {jobs[3].pk: 1, jobs[0].pk: 2, jobs[2].pk: 3, jobs[1].pk: 4}
+    monkeypatch.setattr(
+        selectors,
+        "queue_info",
+        lambda ids: {i: {"position": positions[i], "reason": "waiting"} for i in ids},
+    )
+
+    shown, _, waiting = selectors.pool_queue(user=cast.member, pool=pool, limit=2)
+    page = html(session_client(cast.member).get("/scheduler/"))
+
+    assert [job.pk for job in shown] == [jobs[3].pk, jobs[0].pk]
+    assert waiting == 4
+    assert page.index(f'id="queue-job-{jobs[3].pk}"') < page.index(f'id="queue-job-{jobs[0].pk}"')
+
+
 def test_the_pool_picker_narrows_the_queue_to_one_pool(
     cast: Cast, pool: Pool, session_client: Callable[..., Client]
 ) -> None:

@@ -45,7 +45,7 @@ def _running(user: User, pool: Pool) -> list[tuple[Job, list[Any]]]:
 def _pool_live(user: User, pool: Pool) -> dict[str, Any]:
     """What a pool's live partial shows: capacity, usage bars, the queue, running jobs."""
     usage = selectors.pool_usage(user=user, pool=pool)
-    jobs, info = selectors.pool_queue(user=user, pool=pool)
+    jobs, info, waiting = selectors.pool_queue(user=user, pool=pool)
     # The bars span the schedulable GPUs (or what jobs hold, when GPUs left under them).
     scale = max(usage.gpus, usage.used, 1)
     bars = [
@@ -63,6 +63,7 @@ def _pool_live(user: User, pool: Pool) -> dict[str, Any]:
         "usage": usage,
         "bars": bars,
         "queue": [(j, info.get(j.pk)) for j in jobs],
+        "waiting": waiting,
         "running": _running(user, pool),
         "now": timezone.now(),
     }
