@@ -20,6 +20,8 @@ from apps.scheduler.api import jobs_router, pools_router, quotas_router
 from apps.scheduler.api import nodes_router as scheduler_nodes_router
 from apps.system.api import router as system_router
 from apps.system.errors import ApplicationError
+from apps.training.api import goodput_router, runs_router
+from apps.training.api_datasets import datasets_router
 
 
 class BearerTokenAuth(HttpBearer):
@@ -66,7 +68,13 @@ def _error(
 
 
 def _field_of(location: list[Any]) -> str | None:
-    parts = [str(p) for p in location if p not in ("body", "query", "path", "payload", "form")]
+    """The field a validation error's location names, without the leading source and
+    parameter names (``["body", "payload", "path"]`` is ``path``)."""
+    parts = [str(p) for p in location]
+    if parts and parts[0] in ("body", "query", "path", "form", "file"):
+        parts.pop(0)
+    if len(parts) > 1 and parts[0] in ("payload", "filters", "data"):
+        parts.pop(0)
     return ".".join(parts) or None
 
 
@@ -109,6 +117,9 @@ api.add_router("/audit", audit_router)
 api.add_router("/nodes", nodes_router)
 api.add_router("/nodes", scheduler_nodes_router)
 api.add_router("/jobs", jobs_router)
+api.add_router("/jobs", runs_router)
+api.add_router("/training", goodput_router)
+api.add_router("/datasets", datasets_router)
 api.add_router("/pools", pools_router)
 api.add_router("/quotas", quotas_router)
 api.add_router("/events", events_router)

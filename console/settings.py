@@ -78,6 +78,7 @@ INSTALLED_APPS = [
     "apps.system",
     "apps.monitoring",
     "apps.scheduler",
+    "apps.training",
 ]
 
 MIDDLEWARE = [
@@ -270,14 +271,40 @@ PODIUM = {
     "NODE_FLAP_FAILURES": int(os.environ.get("PODIUM_NODE_FLAP_FAILURES", "3")),
     "NODE_FLAP_WINDOW": float(os.environ.get("PODIUM_NODE_FLAP_WINDOW", "3600")),
     "NODE_FLAP_HOLD": float(os.environ.get("PODIUM_NODE_FLAP_HOLD", "1800")),
+    # Training: how many complete checkpoints a job keeps by default (pinned ones aside),
+    # and up to which size a checkpoint's checksums are verified before a resume (larger
+    # ones are checked by file sizes).
+    "CHECKPOINT_KEEP": int(os.environ.get("PODIUM_CHECKPOINT_KEEP", "3")),
+    "CHECKPOINT_VERIFY_MAX_BYTES": int(
+        os.environ.get("PODIUM_CHECKPOINT_VERIFY_MAX_BYTES", str(1024**3))
+    ),
+    "DATASET_UPLOAD_MAX_MB": int(os.environ.get("PODIUM_DATASET_UPLOAD_MAX_MB", "2048")),
 }
+# Where jobs write checkpoints: storage every node and the console mount at this path.
+PODIUM_CHECKPOINT_ROOT = Path(
+    os.environ.get("PODIUM_CHECKPOINT_ROOT", DATA_DIR / "checkpoints")
+).resolve()
+# Datasets: the roots a registered path must lie under (separated by ":"), and where
+# uploads are kept (shared storage too).
+PODIUM_DATASET_ROOTS = [
+    Path(root).resolve()
+    for root in os.environ.get("PODIUM_DATASET_ROOTS", str(DATA_DIR / "datasets")).split(":")
+    if root
+]
+PODIUM_DATASET_UPLOAD_DIR = Path(
+    os.environ.get("PODIUM_DATASET_UPLOAD_DIR", DATA_DIR / "datasets" / "uploads")
+).resolve()
 # The agent messages the scheduler handles (see apps.monitoring.agent_consumer).
 AGENT_MESSAGE_HANDLERS = {
     "hello": "apps.scheduler.agents.on_hello",
     "job_started": "apps.scheduler.agents.on_job_started",
     "job_exited": "apps.scheduler.agents.on_job_exited",
-    "job_output": "apps.scheduler.agents.on_job_output",
+    "job_output": "apps.training.agents.on_job_output",
 }
+# Called when a job is submitted (``hook(job, spec, actor)``, in its transaction) and when
+# an attempt is placed (``hook(job, allocations) -> Launch``); see apps.scheduler.launch.
+JOB_SUBMIT_HOOKS = ["apps.training.launch.job_submitted"]
+JOB_LAUNCH_HOOKS = ["apps.training.launch.attempt_launch"]
 # XID 109 (context-switch timeout) is disputed: "warn" (default) or "reset".
 PODIUM_XID_109_POLICY = os.environ.get("PODIUM_XID_109_POLICY", "warn")
 # Bearer token /metrics requires; empty leaves it open (to the network it listens on).

@@ -13,6 +13,8 @@ urlpatterns = [
     path("status/", include("apps.system.urls")),
     path("monitoring/", include("apps.monitoring.urls")),
     path("scheduler/", include("apps.scheduler.urls")),
+    path("training/datasets/", include("apps.training.urls_datasets")),
+    path("training/", include("apps.training.urls")),
     path("metrics", metrics_view, name="metrics"),
     path("api/", api.urls),
 ]

@@ -7,13 +7,12 @@ allocation of another node is ignored: an agent only speaks for its own node.
 """
 
 import logging
-from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
-from apps.scheduler.broadcast import commands_send, job_output_push, jobs_changed
+from apps.scheduler.broadcast import commands_send, jobs_changed
 from apps.scheduler.lifecycle import allocation_end, start_command, transition
 from apps.scheduler.models import Allocation, Job
 from apps.scheduler.passes import pass_request_on_commit
@@ -21,8 +20,6 @@ from podium.agent import protocol
 
 logger = logging.getLogger(__name__)
 
-# How often the last-output time of a job with a hang watchdog is written while it prints.
-OUTPUT_MARK_EVERY = timedelta(seconds=5)
 MAX_TAIL = 8192
 
 Message = dict[str, Any]
@@ -138,31 +135,3 @@ def on_job_exited(node_id: int, message: Message) -> list[Message]:
         pass_request_on_commit()
         return [*_to_self(node_id, commands), _ack(alloc_id)]
     return [_ack(alloc_id)]
-
-
-def on_job_output(node_id: int, message: Message) -> list[Message]:
-    """Output lines of a rank: show them to its watchers and, for a job with a hang
-    watchdog, note (at most every few seconds) that it is alive. Most messages cost one
-    read: output arrives often, and a write would take the database's write lock."""
-    alloc_id = _int(message.get("alloc"))
-    lines = message.get("lines")
-    if alloc_id is None or not isinstance(lines, list):
-        return []
-    row = (
-        Allocation.objects.filter(pk=alloc_id, node_id=node_id)
-        .values_list("job_id", "rank", "job__hang_timeout", "job__last_output_at")
-        .first()
-    )
-    if row is None:
-        return []
-    job_id, rank, hang_timeout, last_output_at = row
-    now = timezone.now()
-    if hang_timeout and (last_output_at is None or now - last_output_at >= OUTPUT_MARK_EVERY):
-        Job.objects.filter(pk=job_id).update(last_output_at=now)
-    job_output_push(
-        job_id,
-        rank=rank,
-        seq=_int(message.get("seq")),
-        lines=[str(line)[: protocol.OUTPUT_LINE_MAX_CHARS] for line in lines],
-    )
-    return []

@@ -43,9 +43,10 @@ nodes_router = Router(tags=["nodes"])
 
 # Stored fields the job output reads straight from the row.
 JOB_FIELDS = (
-    "id", "workspace_id", "name", "command", "nodes", "gpus_per_node", "cpus", "memory_mb",
-    "priority", "state", "state_reason", "intent", "attempt", "restarts", "max_restarts",
-    "exit_code", "env", "workdir", "grace_seconds", "max_duration", "hang_timeout",
+    "id", "workspace_id", "name", "kind", "command", "procs_per_node", "nodes",
+    "gpus_per_node", "cpus", "memory_mb", "priority", "state", "state_reason", "intent",
+    "attempt", "restarts", "max_restarts", "exit_code", "env", "workdir", "grace_seconds",
+    "max_duration", "hang_timeout", "resume", "checkpoint_keep", "launch_env",
     "created_at", "scheduled_at", "started_at", "finished_at",
 )  # fmt: skip
 

@@ -118,11 +118,19 @@ def jobs_changed(job_ids: list[int], pool_ids: list[int]) -> None:
     transaction.on_commit(send)
 
 
-def job_output_push(job_id: int, *, rank: int, seq: int | None, lines: list[str]) -> None:
-    """Show a rank's new output lines to the job's watchers now (output is not stored)."""
+def job_push(job_id: int, message: dict[str, Any]) -> None:
+    """Send ``message`` to the job's watchers now, if any browser watches it."""
     if jobs_watched([job_id]):
-        message = {"type": "job.output", "rank": rank, "seq": seq, "lines": lines}
         groups_push([(job_group(job_id), message)])
+
+
+def job_output_push(
+    job_id: int, *, attempt: int, rank: int, seq: int | None, lines: list[str]
+) -> None:
+    """Show a rank's new output lines to the job's watchers now; ``seq`` is the line
+    number of the first (numbers skip the SDK's records, which are not output)."""
+    message = {"type": "job.output", "attempt": attempt, "rank": rank, "seq": seq, "lines": lines}
+    job_push(job_id, message)
 
 
 def queue_entry(raw: bytes | str | None) -> dict[str, Any] | None:

@@ -57,7 +57,8 @@ class _GroupConsumer(AsyncWebsocketConsumer):
 
 
 class JobConsumer(_GroupConsumer):
-    """One job's page: ``changed`` when its state or timeline moved, and its output lines.
+    """One job's page: ``changed`` when its state, timeline or checkpoints moved, its
+    output lines, and the metrics points its processes report.
 
     While connected it counts as a watcher of the job: only watched jobs are pushed.
     """
@@ -91,12 +92,16 @@ class JobConsumer(_GroupConsumer):
             text_data=json.dumps(
                 {
                     "kind": "output",
+                    "attempt": event.get("attempt"),
                     "rank": event.get("rank"),
                     "seq": event.get("seq"),
                     "lines": event.get("lines") or [],
                 }
             )
         )
+
+    async def job_metrics(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps({"kind": "metrics", "points": event.get("points")}))
 
 
 class PoolConsumer(_GroupConsumer):

@@ -1,6 +1,7 @@
 """What a job's failed attempt means: retry or not, on the job's account or not.
 
-A table of exit codes and output patterns, checked in order; the first match wins. Faults
+A table of exit codes and output patterns, checked in order; the first match wins (a
+pattern's groups fill its reason: a checkpoint that could not be written says why). Faults
 of the machine (node lost, GPU unhealthy, preemption) never reach this table: they are
 requeued without using up the job's restarts.
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 class Failure:
     """How an attempt ended and what to do about it."""
 
-    kind: str  # oom, network, killed, command_not_found, error
+    kind: str  # checkpoint, oom, network, killed, command_not_found, error
     reason: str
     retry: bool  # run again (if restarts remain, when ``counts``)
     counts: bool  # uses one of the job's ``max_restarts``
@@ -33,6 +34,14 @@ class _Rule:
 
 
 RULES = (
+    _Rule(
+        "checkpoint",
+        re.compile(r"CheckpointError: (.{1,240})"),
+        frozenset(),
+        "{0}; earlier checkpoints are intact",
+        retry=False,
+        counts=True,
+    ),
     _Rule(
         "oom",
         re.compile(r"CUDA out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED", re.I),
@@ -69,11 +78,10 @@ RULES = (
 def failure_classify(*, exit_code: int | None, signal_number: int | None, tail: str) -> Failure:
     """Classify one rank's failed exit from its code, the signal that ended it and its output."""
     for rule in RULES:
-        matched = (rule.pattern is not None and rule.pattern.search(tail or "")) or (
-            exit_code in rule.exit_codes
-        )
-        if matched:
-            return Failure(rule.kind, rule.reason, rule.retry, rule.counts, rule.avoid_node)
+        found = rule.pattern.search(tail or "") if rule.pattern is not None else None
+        if found or exit_code in rule.exit_codes:
+            reason = rule.reason.format(*found.groups()) if found else rule.reason
+            return Failure(rule.kind, reason, rule.retry, rule.counts, rule.avoid_node)
     if signal_number:
         try:
             name = signal.Signals(signal_number).name

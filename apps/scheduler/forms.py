@@ -21,9 +21,22 @@ def env_parse(text: str) -> dict[str, str]:
     return env
 
 
+def datasets_parse(text: str) -> list[str]:
+    """``"corpus, images@2"`` as ``["corpus", "images@2"]``; empty entries are skipped."""
+    return [ref.strip() for ref in text.split(",") if ref.strip()]
+
+
 class JobForm(forms.Form):
     workspace = forms.TypedChoiceField(coerce=int)
     name = forms.CharField(max_length=128)
+    kind = forms.TypedChoiceField(
+        choices=Job.Kind.choices,
+        required=False,
+        empty_value=Job.Kind.COMMAND,
+        initial=Job.Kind.COMMAND,
+        help_text="command: run as is on every node. torchrun: the command is the training "
+        "script and its arguments, started by torchrun with the job's rendezvous.",
+    )
     command = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false"}),
         help_text="Run with /bin/sh -c on every node of the job.",
@@ -31,6 +44,11 @@ class JobForm(forms.Form):
     pool = forms.ChoiceField(required=False, help_text="Empty: the default pool.")
     nodes = forms.IntegerField(initial=1)
     gpus_per_node = forms.IntegerField(initial=1, label="GPUs per node")
+    procs_per_node = forms.IntegerField(
+        required=False,
+        label="Processes per node",
+        help_text="torchrun's --nproc-per-node; empty: one per GPU (torchrun) or one (command).",
+    )
     cpus = forms.FloatField(
         required=False,
         label="CPU cores per node",
@@ -46,6 +64,23 @@ class JobForm(forms.Form):
         required=False,
         label="Max restarts",
         help_text="After the job's own failures; node loss and preemption never count.",
+    )
+    resume = forms.BooleanField(
+        required=False,
+        initial=True,
+        label="Resume from the newest complete checkpoint",
+        help_text="When the job is requeued after a fault or preemption; off: from the start.",
+    )
+    checkpoint_keep = forms.IntegerField(
+        required=False,
+        label="Checkpoints kept",
+        help_text="The newest complete ones (pinned ones are kept too); empty: the default.",
+    )
+    datasets = forms.CharField(
+        required=False,
+        max_length=2000,
+        help_text="Comma-separated: name (its newest version) or name@version; each path "
+        "comes in $PODIUM_DATASET_<NAME>.",
     )
     env = forms.CharField(
         required=False,
@@ -83,6 +118,9 @@ class JobForm(forms.Form):
 
     def clean_env(self) -> dict[str, str]:
         return env_parse(self.cleaned_data.get("env") or "")
+
+    def clean_datasets(self) -> list[str]:
+        return datasets_parse(self.cleaned_data.get("datasets") or "")
 
 
 class JobFilterForm(forms.Form):

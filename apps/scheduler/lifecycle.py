@@ -19,6 +19,7 @@ from django.utils import timezone
 from apps.accounts.models import User
 from apps.scheduler.broadcast import Command
 from apps.scheduler.failures import failure_classify
+from apps.scheduler.launch import rank_command, rank_env
 from apps.scheduler.models import Allocation, Job, JobEvent
 from podium.agent import protocol
 
@@ -95,28 +96,14 @@ def signal_command(allocation: Allocation, *, hard: bool, grace: float) -> Comma
 
 def start_command(job: Job, allocation: Allocation) -> Command:
     """The command that starts one rank of the job's current attempt on its node."""
-    env = {
-        **{str(k): str(v) for k, v in (job.env or {}).items()},
-        "PODIUM_JOB_ID": str(job.pk),
-        "PODIUM_JOB_NAME": job.name,
-        "PODIUM_ATTEMPT": str(job.attempt),
-        "PODIUM_RANK": str(allocation.rank),
-        "PODIUM_NNODES": str(job.nodes),
-        "PODIUM_GPUS_PER_NODE": str(job.gpus_per_node),
-    }
-    if job.cpus:
-        env["PODIUM_CPUS"] = f"{job.cpus:g}"
-        env.setdefault("OMP_NUM_THREADS", str(max(1, int(job.cpus))))
-    if job.memory_mb:
-        env["PODIUM_MEMORY_MB"] = str(job.memory_mb)
     message = {
         "type": protocol.JOB_START,
         "alloc": allocation.pk,
         "job": job.pk,
         "attempt": job.attempt,
         "rank": allocation.rank,
-        "command": job.command,
-        "env": env,
+        "command": rank_command(job),
+        "env": rank_env(job, allocation),
         "workdir": job.workdir or None,
         "gpus": list(allocation.gpus),
         "grace": job.grace_seconds,

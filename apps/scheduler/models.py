@@ -114,6 +114,12 @@ class Job(models.Model):
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
 
+    class Kind(models.TextChoices):
+        """How the command runs on each node."""
+
+        COMMAND = "command", "Command"  # the command itself, once per process slot
+        TORCHRUN = "torchrun", "torchrun"  # torchrun starts the processes of each node
+
     class Intent(models.TextChoices):
         """What happens once a stopping attempt's processes have all exited."""
 
@@ -128,8 +134,19 @@ class Job(models.Model):
     )
     pool = models.ForeignKey(Pool, on_delete=models.PROTECT, related_name="jobs")
     name = models.CharField(max_length=128)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.COMMAND)
     command = models.TextField()
     env = models.JSONField(default=dict, blank=True)
+    # Processes per node (torchrun's --nproc-per-node); empty: one per GPU for torchrun,
+    # one for a command.
+    procs_per_node = models.PositiveSmallIntegerField(null=True, blank=True)
+    # Resume a requeued attempt from the newest complete checkpoint (PODIUM_RESUME_FROM).
+    resume = models.BooleanField(default=True)
+    # Complete checkpoints kept (older ones are pruned unless pinned); empty: the default.
+    checkpoint_keep = models.PositiveSmallIntegerField(null=True, blank=True)
+    # What the current attempt was started with beyond the job's own env: rendezvous,
+    # checkpoint directory, resume point, dataset paths. Rewritten when an attempt is placed.
+    launch_env = models.JSONField(default=dict, blank=True)
     workdir = models.CharField(max_length=1024, blank=True)
     nodes = models.PositiveSmallIntegerField(default=1)
     gpus_per_node = models.PositiveSmallIntegerField(default=1)
@@ -180,6 +197,13 @@ class Job(models.Model):
     def gpus(self) -> int:
         """GPUs the job holds when placed."""
         return self.nodes * self.gpus_per_node
+
+    @property
+    def nproc_per_node(self) -> int:
+        """Processes each node runs: as asked, else one per GPU (torchrun) or one."""
+        if self.procs_per_node:
+            return self.procs_per_node
+        return self.gpus_per_node if self.kind == self.Kind.TORCHRUN else 1
 
 
 class Allocation(models.Model):

@@ -29,6 +29,7 @@ from apps.scheduler.broadcast import (
     jobs_changed,
 )
 from apps.scheduler.engine import Decisions, schedule
+from apps.scheduler.launch import attempts_prepare
 from apps.scheduler.lifecycle import (
     RUNNING_STATES,
     allocation_end,
@@ -372,6 +373,16 @@ def decisions_apply(
             for rank, (node_id, gpus) in enumerate(placement.slots)
         ]
     placed = [job.pk for job in jobs]
+    ranks: dict[int, list[tuple[int, int]]] = {
+        job.pk: [(rank, slot[0]) for rank, slot in enumerate(wanted[job.pk].slots)] for job in jobs
+    }
+    attempts = {job.pk: job.attempt for job in jobs}
+    for job_id, lines in attempts_prepare(jobs, ranks).items():
+        events += [
+            (job_id, at, attempts[job_id], kind, "", "", reason[:500], json.dumps(data))
+            for kind, reason, data in lines
+        ]
+    Job.objects.bulk_update(jobs, ["launch_env"], batch_size=500)
     rows_insert(
         JobEvent,
         ["job", "at", "attempt", "kind", "from_state", "to_state", "reason", "data"],

@@ -11,7 +11,13 @@ from apps.scheduler.models import Allocation, Job, NodeSchedule, Priority
 class JobIn(Schema):
     workspace_id: int
     name: str
-    command: str
+    command: str = Field(
+        ..., description="A shell command; for torchrun, the training script and its arguments."
+    )
+    kind: str = Field(Job.Kind.COMMAND, description="command or torchrun.")
+    procs_per_node: int | None = Field(
+        None, description="Processes per node; empty: one per GPU (torchrun) or one."
+    )
     nodes: int = 1
     gpus_per_node: int = 1
     pool: str = Field("", description="The pool's name; empty: the default pool.")
@@ -24,6 +30,13 @@ class JobIn(Schema):
     grace_seconds: float | None = Field(None, description="SIGTERM to SIGKILL, in seconds.")
     max_duration: float | None = Field(None, description="Seconds an attempt may run.")
     hang_timeout: float | None = Field(None, description="Seconds without output before a kill.")
+    resume: bool = Field(True, description="Resume requeued attempts from the last checkpoint.")
+    checkpoint_keep: int | None = Field(
+        None, description="Complete checkpoints kept (pinned ones aside); empty: the default."
+    )
+    datasets: list[str] = Field(
+        default_factory=list, description='Datasets to read: "name" (latest) or "name@version".'
+    )
 
 
 class JobFilterIn(Schema):
@@ -57,7 +70,9 @@ class JobOut(Schema):
     workspace_id: int
     workspace: str
     name: str
+    kind: Job.Kind
     command: str
+    procs_per_node: int | None
     pool: str
     nodes: int
     gpus_per_node: int
@@ -76,6 +91,11 @@ class JobOut(Schema):
     grace_seconds: float
     max_duration: float | None
     hang_timeout: float | None
+    resume: bool
+    checkpoint_keep: int | None
+    launch_env: dict[str, str] = Field(
+        default_factory=dict, description="What the current attempt was started with."
+    )
     created_at: datetime
     scheduled_at: datetime | None
     started_at: datetime | None

@@ -1,11 +1,11 @@
 """The job runner: the processes of a node's allocations, from start to acknowledged exit.
 
 ``JobRunner.start`` runs an allocation's command with ``/bin/sh -c`` in a process group
-of its own, with the agent's environment (minus its secrets) plus the allocation's,
-``CUDA_VISIBLE_DEVICES`` and ``PODIUM_ALLOCATION_ID``. On Linux the shell also dies with
-the agent. Its stdout and stderr, merged, are appended to ``<state>/jobs/<alloc>.log``
-and, while the agent is connected, sent as ``job_output`` batches. When the shell ends,
-whatever is left of its process group is killed and the exit is recorded; it is sent as
+of its own, with the environment ``jobenv.job_environment`` builds. On Linux the shell
+also dies with the agent. Its stdout and stderr, merged, are appended to
+``<state>/jobs/<alloc>.log`` and sent as ``job_output`` batches (kept while the console
+is unreachable, up to a bound, and sent once it is back). When the shell ends, whatever
+is left of its process group is killed and the exit is recorded; it is sent as
 ``job_exited`` and kept until the console acknowledges it.
 
 ``<state>/<name>.jobs.json`` (0600, replaced atomically) lists the running processes and
@@ -37,6 +37,7 @@ from typing import Any, BinaryIO
 
 from podium.agent import protocol
 from podium.agent.backends import GpuBackend
+from podium.agent.jobenv import job_environment, sdk_path_prepare
 from podium.agent.jobmessages import (
     JobSpec,
     alloc_of,
@@ -58,9 +59,8 @@ from podium.agent.state import write_private
 log = logging.getLogger(__name__)
 
 SHELL = "/bin/sh"
-HIDDEN_ENV = ("PODIUM_AGENT_TOKEN",)  # never passed on to a job
 OUTPUT_INTERVAL = 0.5  # seconds between two job_output messages of one allocation
-OUTPUT_PENDING_MAX_LINES = 10 * protocol.OUTPUT_MAX_LINES  # beyond, the oldest are dropped
+OUTPUT_PENDING_MAX_LINES = 20 * protocol.OUTPUT_MAX_LINES  # beyond, the oldest are dropped
 TICK = 0.1  # seconds between two checks of the clock while jobs exist
 LINE_MAX_BYTES = 2**16  # output without a newline for this long counts as one line
 DRAIN_TIMEOUT = 2.0  # seconds the output of an ended process may take to close
@@ -134,6 +134,7 @@ class JobRunner:
         self.name = name
         self.backend = backend
         self.jobs_dir = state_dir / "jobs"
+        self.sdk_path = sdk_path_prepare(state_dir)
         self.path = state_dir / f"{name}.jobs.json"
         self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.fence_after: float | None = None
@@ -156,25 +157,24 @@ class JobRunner:
         self._last_heard = time.monotonic()
 
     def connected(self) -> None:
-        """A connection was welcomed: send the unacknowledged exits again, then live news."""
+        """A connection was welcomed: send the unacknowledged exits again, then the output
+        kept while disconnected, then live news."""
         self._connected = True
         self.heard()
-        self._forget_unsent()
+        self._outbox_clear()
         for message in self._exits.values():
             self.outbox.put_nowait(message)
+        self._wake.set()
 
     def disconnected(self) -> None:
-        """The connection ended: output is no longer queued; exits wait for the next one."""
+        """The connection ended: output waits (up to ``OUTPUT_PENDING_MAX_LINES`` lines per
+        allocation) for the next one, and so do exits."""
         self._connected = False
-        self._forget_unsent()
+        self._outbox_clear()
 
-    def _forget_unsent(self) -> None:
+    def _outbox_clear(self) -> None:
         while not self.outbox.empty():
             self.outbox.get_nowait()
-        for job in list(self._jobs.values()):
-            job.pending.clear()
-            if job.exit is not None:
-                del self._jobs[job.alloc]
 
     def job_of(self, pid: int) -> int | None:
         """The job a process belongs to (by its process group), if it is one of ours."""
@@ -287,16 +287,14 @@ class JobRunner:
         self._wake.set()
 
     def _environment(self, spec: JobSpec) -> dict[str, str]:
-        secrets = {secret for secret in self._secrets() if secret}
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if key not in HIDDEN_ENV and value not in secrets
-        }
-        env.update(spec.env)
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu) for gpu in spec.gpus)
-        env["PODIUM_ALLOCATION_ID"] = str(spec.alloc)
-        return env
+        return job_environment(
+            base=os.environ,
+            secrets=self._secrets(),
+            extra=spec.env,
+            gpus=spec.gpus,
+            alloc=spec.alloc,
+            sdk_path=self.sdk_path,
+        )
 
     def signal(self, message: dict[str, Any]) -> None:
         """Act on a ``job_signal``: SIGTERM (SIGKILL after the grace) or SIGKILL."""
@@ -379,8 +377,6 @@ class JobRunner:
     def _line(self, job: _Job, raw: bytes) -> None:
         seq = job.next_seq
         job.next_seq += 1
-        if not self._connected:
-            return
         if not job.pending:
             job.pending_seq = seq
         text = raw.decode("utf-8", "replace").removesuffix("\r")
@@ -412,14 +408,7 @@ class JobRunner:
         )
         self._exits[job.alloc] = job.exit
         self._save()
-        if len(job.pending) > protocol.OUTPUT_MAX_LINES:
-            dropped = len(job.pending) - protocol.OUTPUT_MAX_LINES
-            del job.pending[:dropped]
-            job.pending_seq += dropped
-        if not self._connected:
-            del self._jobs[job.alloc]
-        else:
-            self._flush(time.monotonic())
+        self._flush(time.monotonic())
 
     def _record(self, message: dict[str, Any]) -> None:
         """Keep an exit that had no process (until acknowledged) and send it."""
@@ -468,9 +457,14 @@ class JobRunner:
                 self._kill(job)
 
     def _flush(self, now: float) -> None:
-        """Send due output (one message per allocation) and the exits that follow it."""
+        """Send due output and the exits that follow it: one message per allocation and
+        interval while its process runs, everything left once it ended."""
+        if not self._connected:
+            return
         for job in list(self._jobs.values()):
-            if job.pending and now - job.last_output >= OUTPUT_INTERVAL:
+            while job.pending and (
+                job.exit is not None or now - job.last_output >= OUTPUT_INTERVAL
+            ):
                 lines = job.pending[: protocol.OUTPUT_MAX_LINES]
                 self._send(
                     {

@@ -332,15 +332,18 @@ async def test_exits_are_kept_on_disk_and_sent_again_until_acked(tmp_path) -> No
     assert third.outbox.empty()
 
 
-async def test_output_made_while_disconnected_is_not_sent(runner, console, tmp_path) -> None:
+async def test_output_made_while_disconnected_is_sent_once_reconnected(
+    runner, console, tmp_path
+) -> None:
     runner.disconnected()
     await runner.start(job_start(14, "echo one; echo two; sleep 0.5; echo three; sleep 30"))
     log_file = tmp_path / "jobs" / "14.log"
     await console.wait_for(lambda: log_file.read_text() == "one\ntwo\n")  # kept on disk
     runner.connected()
 
-    (message,) = await console.wait_for(lambda: console.of(protocol.JOB_OUTPUT, 14))
-    assert (message["seq"], message["lines"]) == (2, ["three"])
+    await console.wait_for(lambda: len(console.of(protocol.JOB_OUTPUT, 14)) == 2)
+    lines = [(m["seq"], m["lines"]) for m in console.of(protocol.JOB_OUTPUT, 14)]
+    assert lines == [(0, ["one", "two"]), (2, ["three"])]
     assert console.of(protocol.JOB_STARTED, 14) == []  # the hello lists running jobs
 
 

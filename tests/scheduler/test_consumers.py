@@ -8,10 +8,10 @@ from django.conf import settings
 from django.test import Client
 
 from apps.accounts.models import User
-from apps.scheduler.agents import on_job_output
 from apps.scheduler.broadcast import jobs_changed
 from apps.scheduler.consumers import CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED
 from apps.scheduler.models import Job, Pool
+from apps.training.agents import on_job_output
 from console.asgi import application
 from tests.conftest import Cast
 from tests.scheduler.factories import job_create, pool_create, scheduled_node_create
@@ -82,6 +82,7 @@ async def test_a_member_gets_the_jobs_output_and_changes(cast: Cast, job: Job) -
 
     assert await ws.receive_json_from(timeout=3) == {
         "kind": "output",
+        "attempt": 1,
         "rank": 0,
         "seq": 4,
         "lines": ["loss 0.31", "loss 0.29"],

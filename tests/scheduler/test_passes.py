@@ -14,8 +14,9 @@ from apps.monitoring.models import Gpu, Health, Node
 from apps.scheduler import agents
 from apps.scheduler.models import Allocation, Job, NodeSchedule, Pool, Quota
 from apps.scheduler.passes import node_failure_record, pass_run
+from apps.training import agents as training_agents
+from tests.conftest import Sent
 from tests.monitoring.factories import node_create
-from tests.scheduler.conftest import Sent
 
 pytestmark = pytest.mark.django_db
 
@@ -357,7 +358,7 @@ def test_output_keeps_the_hang_watchdog_quiet(
     allocation = rank0(job)
     Job.objects.filter(pk=job.pk).update(started_at=timezone.now() - timedelta(seconds=60))
 
-    agents.on_job_output(
+    training_agents.on_job_output(
         allocation.node_id, {"alloc": allocation.pk, "seq": 0, "lines": ["step 1"]}
     )
     committing(pass_run)
@@ -366,7 +367,7 @@ def test_output_keeps_the_hang_watchdog_quiet(
     assert job.state == State.RUNNING
     assert (
         f"scheduler.job.{job.pk}",
-        {"type": "job.output", "rank": 0, "seq": 0, "lines": ["step 1"]},
+        {"type": "job.output", "attempt": 1, "rank": 0, "seq": 0, "lines": ["step 1"]},
     ) in sent.messages
 
 
@@ -506,22 +507,3 @@ def test_a_rank_left_over_from_an_earlier_attempt_is_killed(
     assert {"type": "job_signal", "alloc": stale.pk, "signal": "kill", "grace": 0} in sent.commands(
         node.pk
     )
-
-
-def test_output_of_a_job_without_hang_watchdog_costs_one_read(
-    workspace: Workspace,
-    pool: Pool,
-    sent: Sent,
-    committing: Callable[..., Any],
-    django_assert_num_queries: Any,
-) -> None:
-    node_in(pool, "gpu-1")
-    job = job_create(workspace, pool)
-    committing(pass_run)
-    allocation = rank0(job)
-
-    with django_assert_num_queries(1):
-        agents.on_job_output(allocation.node_id, {"alloc": allocation.pk, "seq": 0, "lines": ["x"]})
-
-    job.refresh_from_db()
-    assert job.last_output_at is None

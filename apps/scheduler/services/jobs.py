@@ -15,6 +15,7 @@ from apps.accounts.services import platform_admin_require
 from apps.audit.services import audit_record
 from apps.monitoring.models import Node
 from apps.scheduler.broadcast import commands_send, jobs_changed
+from apps.scheduler.launch import LAUNCH_ENV, submit_hooks_run, torchrun_script_check
 from apps.scheduler.lifecycle import RUNNING_STATES, TERMINAL_STATES, job_stop, note, transition
 from apps.scheduler.models import Job, Pool, Priority, Quota
 from apps.scheduler.passes import pass_request_on_commit
@@ -32,7 +33,7 @@ MAX_ENV_VARS = 200
 MAX_ENV_VALUE_CHARS = 8192
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Variables the agent and the console set for every job.
-RESERVED_ENV = ("CUDA_VISIBLE_DEVICES",)
+RESERVED_ENV = (*LAUNCH_ENV, "RANK", "LOCAL_RANK")
 RESERVED_ENV_PREFIX = "PODIUM_"
 
 
@@ -42,6 +43,8 @@ class JobSpec:
 
     name: str
     command: str
+    kind: str = Job.Kind.COMMAND
+    procs_per_node: int | None = None
     pool: str = ""  # pool name; empty: the default pool
     nodes: int = 1
     gpus_per_node: int = 1
@@ -54,6 +57,9 @@ class JobSpec:
     grace_seconds: float | None = None
     max_duration: float | None = None
     hang_timeout: float | None = None
+    resume: bool = True
+    checkpoint_keep: int | None = None
+    datasets: list[str] = field(default_factory=list)  # "name" or "name@version"
 
 
 def _env(env: Any) -> dict[str, str]:
@@ -154,6 +160,18 @@ def job_submit(*, actor: User, workspace: Workspace, spec: JobSpec) -> Job:
     role = act_check(actor, workspace, "submit jobs")
     name = text_required(spec.name, field="name", max_length=128)
     command = text_required(spec.command, field="command", max_length=MAX_COMMAND_CHARS)
+    if spec.kind not in Job.Kind.values:
+        raise ApplicationError("kind must be command or torchrun.", field="kind")
+    if spec.kind == Job.Kind.TORCHRUN and (problem := torchrun_script_check(command)):
+        raise ApplicationError(problem, field="command")
+    procs = None
+    if spec.procs_per_node is not None:
+        procs = whole_number(spec.procs_per_node, "procs_per_node", low=1, high=256)
+    if not isinstance(spec.resume, bool):
+        raise ApplicationError("resume must be true or false.", field="resume")
+    keep = None
+    if spec.checkpoint_keep is not None:
+        keep = whole_number(spec.checkpoint_keep, "checkpoint_keep", low=1, high=1000)
     nodes = whole_number(spec.nodes, "nodes", low=1, high=MAX_NODES)
     gpus_per_node = whole_number(spec.gpus_per_node, "gpus_per_node", low=1, high=64)
     pool = _pool_for(spec.pool)
@@ -177,7 +195,11 @@ def job_submit(*, actor: User, workspace: Workspace, spec: JobSpec) -> Job:
         workspace=workspace,
         pool=pool,
         name=name,
+        kind=spec.kind,
         command=command,
+        procs_per_node=procs,
+        resume=spec.resume,
+        checkpoint_keep=keep,
         env=_env(spec.env),
         workdir=workdir,
         nodes=nodes,
@@ -192,6 +214,7 @@ def job_submit(*, actor: User, workspace: Workspace, spec: JobSpec) -> Job:
         hang_timeout=seconds_value(spec.hang_timeout, "hang_timeout", low=10, high=30 * 86400),
         submitted_by=actor,
     )
+    submit_hooks_run(job, spec, actor)
     note(
         job, kind="submitted", reason=f"{nodes} x {gpus_per_node} GPUs in {pool.name}", actor=actor
     )
@@ -200,7 +223,12 @@ def job_submit(*, actor: User, workspace: Workspace, spec: JobSpec) -> Job:
         action="job.submit",
         target=job,
         workspace=workspace,
-        changes={"pool": pool.name, "nodes": nodes, "gpus_per_node": gpus_per_node},
+        changes={
+            "pool": pool.name,
+            "kind": job.kind,
+            "nodes": nodes,
+            "gpus_per_node": gpus_per_node,
+        },
     )
     jobs_changed([job.pk], [pool.pk])
     pass_request_on_commit()

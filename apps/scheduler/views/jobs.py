@@ -29,9 +29,6 @@ from apps.system.pages import (
     request_user,
 )
 
-# Lines of output the job page keeps; older ones scroll away.
-OUTPUT_LINES = 500
-
 JOB_ACTIONS: dict[str, Callable[..., Job]] = {
     "cancel": services.job_cancel,
     "requeue": services.job_requeue,
@@ -97,6 +94,11 @@ def job_new(request: HttpRequest) -> HttpResponse:
             spec = services.JobSpec(
                 name=data["name"],
                 command=data["command"],
+                kind=data["kind"],
+                procs_per_node=data["procs_per_node"],
+                resume=data["resume"],
+                checkpoint_keep=data["checkpoint_keep"],
+                datasets=data["datasets"],
                 pool=data["pool"] or "",
                 nodes=data["nodes"],
                 gpus_per_node=data["gpus_per_node"],
@@ -175,23 +177,10 @@ def _job_context(request: HttpRequest, job_id: int, error: str | None = None) ->
 @never_cache
 @login_required
 def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
-    """A job's state, ranks and timeline, its actions, and its output live."""
+    """A job's state, ranks and timeline, its actions, and what the layers above show of
+    it (training: metrics, logs, checkpoints), live."""
     context = _job_context(request, job_id)
-    output = [
-        (a.rank, line)
-        for a in context["allocations"]
-        for line in (a.tail or "").splitlines()[-OUTPUT_LINES:]
-    ]
-    context.update(
-        {
-            "output": output[-OUTPUT_LINES:],
-            "live_config": {
-                "jobId": context["job"].pk,
-                "maxLines": OUTPUT_LINES,
-                "showRank": context["job"].nodes > 1,
-            },
-        }
-    )
+    context["live_config"] = {"jobId": context["job"].pk}
     return render(request, "scheduler/job_detail.html", context)
 
 

@@ -1,42 +1,30 @@
-// Job page: refreshes the state partial when the job changes, and tails the output of
-// every rank from the job's websocket, keeping the last lines only.
+// Job page: the page's one websocket to the job. Refreshes the state partial (and the
+// training block) when the job changes, and hands every message to the training panels
+// (window.PodiumJobTraining, static/podium/training/job_training.js) when the page has them.
 (function () {
   "use strict";
   var source = document.getElementById("job-live-config");
   if (!source || !window.PodiumLive) { return; }
   var config = JSON.parse(source.textContent);
-  var output = document.getElementById("job-output");
   var opened = false;
+  var REFRESHED = ["job-state", "job-training-panels"];
 
   function refresh() {
-    var state = document.getElementById("job-state");
-    if (state && window.htmx) { window.htmx.trigger(state, "job-changed"); }
-  }
-
-  function append(message) {
-    if (!output) { return; }
-    var atBottom = output.scrollTop + output.clientHeight >= output.scrollHeight - 8;
-    var placeholder = output.querySelector(".line.empty");
-    if (placeholder) { placeholder.remove(); }
-    var fragment = document.createDocumentFragment();
-    (message.lines || []).forEach(function (text) {
-      var line = document.createElement("div");
-      line.className = "line";
-      line.textContent = (config.showRank ? "[" + message.rank + "] " : "") + text;
-      fragment.appendChild(line);
+    if (!window.htmx) { return; }
+    REFRESHED.forEach(function (id) {
+      var el = document.getElementById(id);
+      if (el) { window.htmx.trigger(el, "job-changed"); }
     });
-    output.appendChild(fragment);
-    while (output.childElementCount > config.maxLines) { output.removeChild(output.firstElementChild); }
-    if (atBottom) { output.scrollTop = output.scrollHeight; }
   }
 
-  if (output) { output.scrollTop = output.scrollHeight; }
   window.PodiumLive.connect("/ws/scheduler/jobs/" + config.jobId + "/", function (message) {
     if (message.kind === "changed") { refresh(); }
-    else if (message.kind === "output") { append(message); }
+    if (window.PodiumJobTraining) { window.PodiumJobTraining.onMessage(message); }
   }, function () {
-    // After a reconnect the page may have missed changes: fetch the state again.
-    if (opened) { refresh(); }
+    // The job may have changed between the page's rendering (or the last connection) and
+    // now: fetch its state again.
+    refresh();
+    if (window.PodiumJobTraining) { window.PodiumJobTraining.onOpen(opened); }
     opened = true;
   });
 })();
