@@ -15,13 +15,19 @@ class NavEntry:
     url_name: str
     app_label: str
     section: str
+    also: tuple[str, ...] = ()  # other URL namespaces of the same layer
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        """The URL namespaces whose pages highlight this entry."""
+        return (self.app_label, *self.also)
 
 
 LAYERS = [
     NavEntry("Monitoring", "monitoring:overview", "monitoring", "layers"),
     NavEntry("Deploy", "deploy:node_list", "deploy", "layers"),
     NavEntry("Scheduler", "scheduler:queue", "scheduler", "layers"),
-    NavEntry("Training", "training:job_list", "training", "layers"),
+    NavEntry("Training", "training:job_list", "training", "layers", also=("datasets",)),
     NavEntry("Model hub", "modelhub:model_list", "modelhub", "layers"),
 ]
 

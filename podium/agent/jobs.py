@@ -50,6 +50,7 @@ from podium.agent.processes import (
     create_time,
     die_with_agent_hook,
     file_tail,
+    group_alive,
     killpg,
     leftover_alive,
     tail_text,
@@ -339,9 +340,16 @@ class JobRunner:
     async def _watch(
         self, job: _Job, transport: asyncio.SubprocessTransport, pipes: _Pipes
     ) -> None:
-        """Wait for the process to end and its output to close, then record the exit."""
+        """Wait for the process to end and its output to close, then record the exit.
+
+        What is left of its process group is killed then, except after a SIGTERM: the
+        shell may die of it at once while the training process behind it still writes
+        its checkpoint, so the group gets until the end of its grace to finish.
+        """
         try:
             await pipes.exited
+            while job.kill_at is not None and not job.killed and group_alive(job.pid):
+                await asyncio.sleep(TICK)
             killpg(job.pid, signal.SIGKILL)  # what is left of the group
             await asyncio.wait({pipes.closed}, timeout=DRAIN_TIMEOUT)
             returncode = transport.get_returncode()

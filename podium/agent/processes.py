@@ -25,6 +25,24 @@ def killpg(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
+def group_alive(pgid: int) -> bool:
+    """Whether a live process (not a zombie waiting for its parent) is left in the
+    process group ``pgid``."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    for process in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(process.pid) == pgid and process.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def create_time(pid: int) -> float | None:
     """When process ``pid`` started (epoch seconds), or None when it is gone."""
     try:
@@ -82,13 +100,7 @@ def leftover_alive(pgid: int, started_at: float | None) -> bool:
         leader = psutil.Process(pgid)
         started = leader.create_time()
     except psutil.NoSuchProcess:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return group_alive(pgid)
     except psutil.Error:
         return False
     return started_at is not None and abs(started - started_at) < CREATE_TIME_TOLERANCE

@@ -6,6 +6,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -188,6 +189,36 @@ async def test_term_escalates_to_kill_after_the_grace(runner, console) -> None:
     exited = await console.exited(5)
     assert 0.3 <= time.monotonic() - sent < 2
     assert (exited["signal"], exited["reason"]) == (9, protocol.REASON_KILLED_AFTER_GRACE)
+
+
+SAVES_ON_TERM = (
+    "import signal, sys, time\n"
+    "def save(*_):\n"
+    "    time.sleep(0.5)\n"
+    "    print('checkpoint saved', flush=True)\n"
+    "    sys.exit(0)\n"
+    "signal.signal(signal.SIGTERM, save)\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(30)\n"
+)
+
+
+async def test_after_a_term_the_process_behind_the_shell_gets_its_grace_to_finish(
+    runner, console, tmp_path
+) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(SAVES_ON_TERM)
+    # The shell runs the script as a child (the trailing command keeps it from exec'ing)
+    # and dies of the SIGTERM at once; the script saves for half a second.
+    await runner.start(job_start(50, f"{sys.executable} {script}; echo after"))
+    await console.wait_for(lambda: console.lines(50))
+
+    runner.signal({"type": "job_signal", "alloc": 50, "signal": "term", "grace": 5})
+    exited = await console.exited(50)
+
+    assert console.lines(50) == ["ready", "checkpoint saved"]
+    assert exited["signal"] == 15
+    assert exited["reason"] == ""
 
 
 async def test_kill_takes_the_whole_process_group(runner, console) -> None:

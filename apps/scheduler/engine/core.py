@@ -137,6 +137,7 @@ class _PoolPass:
             by_workspace[state.job.workspace_id].append(state)
         self.borrowers: dict[int, int] = defaultdict(int)
         self.lowest_own: dict[int, int] = {}
+        self.running_of: dict[int, list[RunningState]] = by_workspace
         self.lowest_borrowing = math.inf
         for workspace, states in sorted(by_workspace.items()):
             guaranteed = self.share(workspace).guaranteed
@@ -173,11 +174,12 @@ class _PoolPass:
         share = self.share(job.workspace_id)
         used = self.usage[job.workspace_id]
         if used + job.gpus > share.maximum:
-            self._wait(
-                job,
-                f"over quota: workspace at {used} of its maximum {share.maximum} GPUs "
-                f"in this pool (job needs {job.gpus})",
-            )
+            if not self._reclaim_own(job, used + job.gpus - share.maximum):
+                self._wait(
+                    job,
+                    f"over quota: workspace at {used} of its maximum {share.maximum} GPUs "
+                    f"in this pool (job needs {job.gpus})",
+                )
             return
         slots = self._fit(job)
         if slots is not None:
@@ -305,6 +307,23 @@ class _PoolPass:
                 borrowed=borrowed,
             )
         )
+
+    def _reclaim_own(self, job: PendingJob, excess: int) -> bool:
+        """Make room within the workspace's maximum by preempting its own lower-priority
+        jobs (at least ``excess`` GPUs of them); whether it did."""
+        lower = [
+            state
+            for state in self.running_of.get(job.workspace_id, [])
+            if not state.leaving and state.job.priority < job.priority
+        ]
+        if sum(state.job.gpus for state in lower) < excess or self.scans_left[False] <= 0:
+            return False
+        self.scans_left[False] -= 1
+        plan = plan_preemption(self.pool, job, within_guarantee=False, own_only=True)
+        if plan is None or sum(victim.job.gpus for victim in plan.victims) < excess:
+            return False
+        self._apply(job, plan, within_guarantee=False)
+        return True
 
     def _may_preempt(self, job: PendingJob, within_guarantee: bool) -> bool:
         """A cheap test that rules out most jobs before a preemption search."""

@@ -34,11 +34,15 @@ class PreemptionPlan:
     waits_for: tuple[int, ...]
 
 
-def may_stop(victim: RunningState, job: PendingJob, within_guarantee: bool) -> bool:
-    """Whether ``job`` may preempt ``victim``."""
+def may_stop(
+    victim: RunningState, job: PendingJob, within_guarantee: bool, own_only: bool = False
+) -> bool:
+    """Whether ``job`` may preempt ``victim`` (``own_only``: only its workspace's jobs)."""
     if victim.leaving:
         return False
     other = victim.job
+    if own_only:
+        return other.workspace_id == job.workspace_id and other.priority < job.priority
     if other.priority < job.priority and (
         victim.borrowing or other.workspace_id == job.workspace_id
     ):
@@ -153,9 +157,10 @@ def _shortfall(amount: Amount, needed: float) -> float:
 
 
 def plan_preemption(
-    pool: PoolState, job: PendingJob, within_guarantee: bool
+    pool: PoolState, job: PendingJob, within_guarantee: bool, own_only: bool = False
 ) -> PreemptionPlan | None:
-    """The cheapest way to make ``job`` fit by stopping jobs it may preempt, if any."""
+    """The cheapest way to make ``job`` fit by stopping jobs it may preempt, if any
+    (``own_only``: only lower-priority jobs of its own workspace)."""
     count, cpus, memory = job.gpus_per_node, job.cpus, job.memory_mb
     candidates: list[tuple[float, int, int, NodeState, set[int], tuple[int, ...]]] = []
     holders: dict[int, RunningState] = {}
@@ -178,7 +183,7 @@ def plan_preemption(
         options: list[Option] = []
         room = len(base)
         for holder, gpus in node.holders:
-            if not may_stop(holder, job, within_guarantee):
+            if not may_stop(holder, job, within_guarantee, own_only):
                 continue
             freed = (
                 tuple(gpu for gpu in gpus if gpu not in node.reserved) if node.reserved else gpus

@@ -88,6 +88,27 @@ def test_priority_preempts_a_lower_priority_job_of_the_same_workspace_within_its
     assert stopped(decisions) == {100: 1}
 
 
+def test_a_job_that_only_fits_the_maximum_without_its_own_lower_jobs_preempts_them() -> None:
+    busy = [running(100, 1, {1: WHOLE}, priority=LOW)]
+
+    decisions = decide([node(1), node(2)], busy, [pending(1, gpus=8, nodes=2, priority=HIGH)])
+
+    assert stopped(decisions) == {100: 1}
+    assert why(decisions, 1).reason == "waiting for preempted job(s) 100 to stop"
+
+
+def test_a_job_over_its_maximum_never_preempts_other_workspaces_to_get_there() -> None:
+    busy = [
+        running(100, 1, {1: range(4)}, priority=LOW),
+        running(101, 2, {1: range(4, 8)}, priority=LOW),
+    ]
+
+    decisions = decide([node(1)], busy, [pending(1, gpus=8, priority=HIGH)], [quota(1, 0, 8)])
+
+    assert stopped(decisions) == {}
+    assert why(decisions, 1).reason.startswith("over quota")
+
+
 def test_equal_priority_is_never_preempted_for_priority() -> None:
     busy = [running(100, 2, {1: WHOLE}, priority=HIGH)]
 
