@@ -109,11 +109,10 @@ def job_list(request: HttpRequest) -> HttpResponse:
     ids = [job.pk for job in jobs]
     reports = recent.jobs_last_report(ids)
     goodputs = selectors.goodput_of(ids)
-    per_workspace = []
-    for workspace in workspaces:
-        total, count = selectors.workspace_goodput(workspace=workspace, days=GOODPUT_DAYS)
-        if count:
-            per_workspace.append((workspace, total, count))
+    totals = selectors.workspaces_goodput(workspaces=workspaces, days=GOODPUT_DAYS)
+    per_workspace = [
+        (workspace, *totals[workspace.pk]) for workspace in workspaces if totals[workspace.pk][1]
+    ]
     context = {
         "rows": [_job_row(job, reports.get(job.pk), goodputs[job.pk]) for job in jobs],
         "per_workspace": per_workspace,

@@ -10,6 +10,7 @@ from apps.training.selectors.runs import (
     job_markers,
     job_metrics,
     workspace_goodput,
+    workspaces_goodput,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "job_markers",
     "job_metrics",
     "workspace_goodput",
+    "workspaces_goodput",
 ]
