@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARKS = ("api", "startup", "telemetry", "scheduler")
+BENCHMARKS = ("api", "startup", "telemetry", "scheduler", "recovery")
 
 
 def main() -> int:

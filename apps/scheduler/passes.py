@@ -106,15 +106,17 @@ def scheduling_pass() -> PassResult | None:
 def pass_run(now: datetime | None = None) -> PassResult:
     """One pass without the lock (callers hold it, or tests own the database)."""
     started = time.perf_counter()
-    now = now or timezone.now()
     result = PassResult()
     clock = _Clock(result.phases)
     schedules_ensure()
     with transaction.atomic():
-        commands = reconcile(now)
+        commands = reconcile(now or timezone.now())
         result.stopped = len({c[1].get("alloc") for c in commands})
         commands_send(commands)
     clock.lap("reconcile")
+    # Placements are stamped after the stops the reconcile recorded: a job's timeline
+    # shows the fault before the attempt that follows it.
+    now = now or timezone.now()
     loaded = snapshot_load(now)
     clock.lap("snapshot")
     decisions = schedule(loaded.snapshot)
