@@ -11,6 +11,7 @@ load). Output is unbuffered, so lines reach the console as they are printed.
 """
 
 import os
+import secrets
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -21,16 +22,19 @@ HIDDEN_ENV = ("PODIUM_AGENT_TOKEN",)  # never passed on to a job
 
 
 def sdk_path_prepare(state_dir: Path) -> Path:
-    """A directory holding a link named ``podium`` to this package, made once per agent."""
+    """A directory holding a link named ``podium`` to this package (made again when it
+    points elsewhere, as after an upgrade to another checkout)."""
     directory = state_dir / "pythonpath"
     directory.mkdir(parents=True, exist_ok=True)
     link = directory / "podium"
     target = Path(podium.__file__).resolve().parent
     if link.is_symlink() and link.resolve() == target:
         return directory
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    link.symlink_to(target, target_is_directory=True)
+    # Agents may share a state directory: the link is made aside and renamed into place,
+    # which replaces whatever link was there in one step.
+    made = directory / f".podium-{os.getpid()}-{secrets.token_hex(4)}"
+    made.symlink_to(target, target_is_directory=True)
+    os.replace(made, link)
     return directory
 
 

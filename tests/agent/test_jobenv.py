@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from podium.agent.jobenv import job_environment, sdk_path_prepare
@@ -64,3 +65,11 @@ def test_the_link_is_made_once_and_mended_when_it_points_elsewhere(tmp_path: Pat
     sdk_path_prepare(tmp_path)
 
     assert (link / "sdk").is_dir()
+
+
+def test_agents_sharing_a_state_directory_make_the_link_side_by_side(tmp_path: Path) -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        made = list(pool.map(lambda _: sdk_path_prepare(tmp_path), range(32)))
+
+    assert set(made) == {tmp_path / "pythonpath"}
+    assert [p.name for p in (tmp_path / "pythonpath").iterdir()] == ["podium"]
