@@ -14,7 +14,11 @@ from apps.scheduler.launch import Launch
 from apps.scheduler.models import Job
 from apps.training.checkpoints import job_checkpoint_dir, resume_point
 from apps.training.models import Checkpoint
-from apps.training.services.dataset_jobs import datasets_launch_env, job_datasets_attach
+from apps.training.services.dataset_jobs import (
+    datasets_gone,
+    datasets_launch_env,
+    job_datasets_attach,
+)
 from apps.training.tasks import checkpoints_prune_soon
 
 
@@ -60,10 +64,14 @@ def _resume(job: Job, launch: Launch) -> None:
 def attempt_launch(jobs: list[Job], ranks: dict[int, list[tuple[int, int]]]) -> dict[int, Launch]:
     """Each placed attempt's checkpoint directory, resume point and dataset paths."""
     datasets = datasets_launch_env([job.pk for job in jobs])
+    gone = datasets_gone([job.pk for job in jobs if job.attempt > 1])
     launches: dict[int, Launch] = {}
     for job in jobs:
         launch = Launch(env={"PODIUM_CHECKPOINT_DIR": str(job_checkpoint_dir(job.pk))})
         launch.env.update(datasets.get(job.pk, {}))
+        for row in gone.get(job.pk, []):
+            reason = f"dataset {row.ref} was deleted: {row.env_name} is not set"
+            launch.notes.append(("dataset_missing", reason, {"ref": row.ref}))
         # A first attempt has nothing to resume from, unless an earlier run of the job
         # (requeued after it ended) left checkpoints behind.
         if job.resume and (job.attempt > 1 or job_checkpoint_dir(job.pk).exists()):

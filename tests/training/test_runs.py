@@ -18,7 +18,7 @@ from apps.scheduler.models import Allocation, Job, NodeSchedule, Pool
 from apps.scheduler.passes import pass_run
 from apps.training import agents as training_agents
 from apps.training.checkpoints import checkpoints_prune, checkpoints_sync, resume_point
-from apps.training.models import Checkpoint, LogLine, MetricPoint
+from apps.training.models import Checkpoint, JobDataset, LogLine, MetricPoint
 from podium import sdk
 from tests.conftest import Sent
 from tests.monitoring.factories import node_create
@@ -312,3 +312,23 @@ def test_a_full_or_unwritable_checkpoint_directory_fails_the_job_with_that_reaso
     assert not failure.retry
     assert "checkpoint at step 2 could not be written" in failure.reason
     assert blocked.read_text().startswith("a file")
+
+
+def test_a_requeued_job_whose_dataset_was_deleted_says_so_on_its_timeline(
+    workspace: Workspace, pool: Pool, sent: Sent, committing: Callable[..., Any]
+) -> None:
+    node_in(pool, "gpu-1", "10.0.0.1")
+    job = submit(workspace, pool)
+    JobDataset.objects.create(
+        job=job, version=None, ref="corpus@1", env_name="PODIUM_DATASET_CORPUS"
+    )
+    committing(pass_run)
+    run_and_requeue(job, committing)
+    sent.clear()
+
+    committing(pass_run)
+
+    (start,) = start_commands(sent)
+    assert "PODIUM_DATASET_CORPUS" not in start["env"]
+    missing = job.events.get(kind="dataset_missing", attempt=2)
+    assert missing.reason == "dataset corpus@1 was deleted: PODIUM_DATASET_CORPUS is not set"

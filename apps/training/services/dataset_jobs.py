@@ -118,3 +118,12 @@ def datasets_launch_env(job_ids: list[int]) -> dict[int, dict[str, str]]:
     for job_id, env_name, path in rows:
         env[job_id][env_name] = path
     return env
+
+
+def datasets_gone(job_ids: list[int]) -> dict[int, list[JobDataset]]:
+    """For each job id that has some, the datasets it read whose version was deleted since
+    (a finished job requeued later)."""
+    gone: dict[int, list[JobDataset]] = {}
+    for row in JobDataset.objects.filter(job_id__in=job_ids, version__isnull=True):
+        gone.setdefault(row.job_id, []).append(row)
+    return gone
