@@ -23,17 +23,12 @@ from apps.accounts.schemas import (
     WorkspaceOut,
     WorkspacePatch,
 )
+from apps.system.pages import api_user
 
 auth_router = Router(tags=["auth"])
 workspaces_router = Router(tags=["workspaces"])
 tokens_router = Router(tags=["tokens"])
 users_router = Router(tags=["users"])
-
-
-def _user(request: HttpRequest) -> User:
-    user = request.auth  # type: ignore[attr-defined]
-    assert isinstance(user, User)  # noqa: S101  (the API's auth classes only yield Users)
-    return user
 
 
 def _token_out(token: ApiToken, plaintext: str | None = None) -> dict:
@@ -60,7 +55,7 @@ def token_login(request: HttpRequest, payload: TokenLoginIn) -> dict:
 @auth_router.get("/me", response=MeOut)
 def me(request: HttpRequest) -> dict:
     """Who the credentials belong to, and their workspaces with their roles."""
-    user = _user(request)
+    user = api_user(request)
     return {
         "id": user.pk,
         "username": user.username,
@@ -76,13 +71,13 @@ def me(request: HttpRequest) -> dict:
 @paginate(LimitOffsetPagination)
 def workspace_list(request: HttpRequest) -> list[Workspace]:
     """The workspaces you can see."""
-    return selectors.workspace_list(user=_user(request))  # type: ignore[return-value]
+    return selectors.workspace_list(user=api_user(request))  # type: ignore[return-value]
 
 
 @workspaces_router.post("", response={201: WorkspaceOut})
 def workspace_create(request: HttpRequest, payload: WorkspaceIn) -> Workspace:
     """Create a workspace (platform admins); you become its workspace admin."""
-    user = _user(request)
+    user = api_user(request)
     workspace = services.workspace_create(
         actor=user, name=payload.name, description=payload.description
     )
@@ -92,13 +87,13 @@ def workspace_create(request: HttpRequest, payload: WorkspaceIn) -> Workspace:
 @workspaces_router.get("/{int:workspace_id}", response=WorkspaceOut)
 def workspace_detail(request: HttpRequest, workspace_id: int) -> Workspace:
     """One workspace."""
-    return selectors.workspace_get(user=_user(request), workspace_id=workspace_id)
+    return selectors.workspace_get(user=api_user(request), workspace_id=workspace_id)
 
 
 @workspaces_router.patch("/{int:workspace_id}", response=WorkspaceOut)
 def workspace_update(request: HttpRequest, workspace_id: int, payload: WorkspacePatch) -> Workspace:
     """Rename or redescribe a workspace (workspace admins)."""
-    user = _user(request)
+    user = api_user(request)
     workspace = selectors.workspace_get(user=user, workspace_id=workspace_id)
     services.workspace_update(
         actor=user, workspace=workspace, name=payload.name, description=payload.description
@@ -110,7 +105,7 @@ def workspace_update(request: HttpRequest, workspace_id: int, payload: Workspace
 @paginate(LimitOffsetPagination)
 def member_list(request: HttpRequest, workspace_id: int) -> list[Membership]:
     """The members of a workspace and their roles."""
-    user = _user(request)
+    user = api_user(request)
     workspace = selectors.workspace_get(user=user, workspace_id=workspace_id)
     return selectors.member_list(user=user, workspace=workspace)  # type: ignore[return-value]
 
@@ -118,7 +113,7 @@ def member_list(request: HttpRequest, workspace_id: int) -> list[Membership]:
 @workspaces_router.post("/{int:workspace_id}/members", response={201: MemberOut})
 def member_add(request: HttpRequest, workspace_id: int, payload: MemberIn) -> Membership:
     """Add a user to a workspace with a role (workspace admins)."""
-    user = _user(request)
+    user = api_user(request)
     workspace = selectors.workspace_get(user=user, workspace_id=workspace_id)
     return services.member_add(
         actor=user, workspace=workspace, username=payload.username, role=payload.role
@@ -130,7 +125,7 @@ def member_update(
     request: HttpRequest, workspace_id: int, user_id: int, payload: MemberPatch
 ) -> Membership:
     """Change a member's role (workspace admins)."""
-    user = _user(request)
+    user = api_user(request)
     workspace = selectors.workspace_get(user=user, workspace_id=workspace_id)
     membership = selectors.member_get(user=user, workspace=workspace, user_id=user_id)
     return services.member_role_set(actor=user, membership=membership, role=payload.role)
@@ -139,7 +134,7 @@ def member_update(
 @workspaces_router.delete("/{int:workspace_id}/members/{int:user_id}", response={204: None})
 def member_remove(request: HttpRequest, workspace_id: int, user_id: int) -> None:
     """Remove a member (workspace admins); the last workspace admin stays."""
-    user = _user(request)
+    user = api_user(request)
     workspace = selectors.workspace_get(user=user, workspace_id=workspace_id)
     membership = selectors.member_get(user=user, workspace=workspace, user_id=user_id)
     services.member_remove(actor=user, membership=membership)
@@ -152,14 +147,14 @@ def member_remove(request: HttpRequest, workspace_id: int, user_id: int) -> None
 @paginate(LimitOffsetPagination)
 def token_list(request: HttpRequest) -> list[ApiToken]:
     """Your API tokens, newest first (revoked ones included)."""
-    return selectors.token_list(user=_user(request))  # type: ignore[return-value]
+    return selectors.token_list(user=api_user(request))  # type: ignore[return-value]
 
 
 @tokens_router.post("", response={201: TokenCreatedOut})
 def token_create(request: HttpRequest, payload: TokenIn) -> dict:
     """Create a token; its secret is in this response only."""
     token, plaintext = services.token_create(
-        actor=_user(request), name=payload.name, expires_in_days=payload.expires_in_days
+        actor=api_user(request), name=payload.name, expires_in_days=payload.expires_in_days
     )
     return _token_out(token, plaintext)
 
@@ -167,7 +162,7 @@ def token_create(request: HttpRequest, payload: TokenIn) -> dict:
 @tokens_router.delete("/{int:token_id}", response={204: None})
 def token_revoke(request: HttpRequest, token_id: int) -> None:
     """Revoke one of your tokens; it is refused from then on."""
-    user = _user(request)
+    user = api_user(request)
     services.token_revoke(actor=user, token=selectors.token_get(user=user, token_id=token_id))
 
 
@@ -178,14 +173,14 @@ def token_revoke(request: HttpRequest, token_id: int) -> None:
 @paginate(LimitOffsetPagination)
 def user_list(request: HttpRequest) -> list[User]:
     """Every user (platform admins)."""
-    return selectors.user_list(actor=_user(request))  # type: ignore[return-value]
+    return selectors.user_list(actor=api_user(request))  # type: ignore[return-value]
 
 
 @users_router.post("", response={201: UserOut})
 def user_create(request: HttpRequest, payload: UserIn) -> User:
     """Add a user (platform admins)."""
     return services.user_create(
-        actor=_user(request),
+        actor=api_user(request),
         username=payload.username,
         password=payload.password,
         email=payload.email,
@@ -196,7 +191,7 @@ def user_create(request: HttpRequest, payload: UserIn) -> User:
 @users_router.patch("/{int:user_id}", response=UserOut)
 def user_update(request: HttpRequest, user_id: int, payload: UserPatch) -> User:
     """Enable, disable, promote, demote a user or set their password (platform admins)."""
-    actor = _user(request)
+    actor = api_user(request)
     user = selectors.user_get(actor=actor, user_id=user_id)
     with transaction.atomic():
         if payload.password is not None:

@@ -28,6 +28,7 @@ from apps.monitoring.schemas import (
     NodeOut,
     NodePatch,
 )
+from apps.system.pages import api_user
 
 nodes_router = Router(tags=["nodes"])
 events_router = Router(tags=["events"])
@@ -47,12 +48,6 @@ GPU_FIELDS = (
 )  # fmt: skip
 
 
-def _user(request: HttpRequest) -> User:
-    user = request.auth  # type: ignore[attr-defined]
-    assert isinstance(user, User)  # noqa: S101  (the API's auth classes only yield Users)
-    return user
-
-
 def _node_out(user: User, node_id: int) -> Node:
     """A node as the list shows it (with its GPU counts), after a change."""
     nodes = selectors.node_list(user=user, filters=selectors.NodeFilter())
@@ -67,7 +62,7 @@ def _node_out(user: User, node_id: int) -> Node:
 def node_list(request: HttpRequest, filters: Query[NodeFilterIn]) -> Any:
     """The nodes you can see, by name; revoked ones only with ``state=revoked``."""
     return selectors.node_list(
-        user=_user(request),
+        user=api_user(request),
         filters=selectors.NodeFilter(
             state=filters.state,
             health=filters.health,
@@ -81,7 +76,7 @@ def node_list(request: HttpRequest, filters: Query[NodeFilterIn]) -> Any:
 @nodes_router.get("/{int:node_id}", response=NodeDetailOut)
 def node_detail(request: HttpRequest, node_id: int) -> dict:
     """One node: facts, state, heartbeat age, clock skew, GPUs with health and latest readings."""
-    user = _user(request)
+    user = api_user(request)
     node = selectors.node_get(user=user, node_id=node_id)
     gpus = selectors.node_gpus(node=node)
     live = selectors.node_live(node_id=node.pk)
@@ -109,7 +104,9 @@ def node_detail(request: HttpRequest, node_id: int) -> dict:
 @nodes_router.get("/{int:node_id}/gpus/{int:index}/history", response=HistoryOut)
 def gpu_history(request: HttpRequest, node_id: int, index: int, range: str = "1h") -> dict:
     """One GPU's readings over 15m, 1h (raw samples), 24h (minute rollups) or 7d (hour rollups)."""
-    history = selectors.gpu_history(user=_user(request), node_id=node_id, index=index, range=range)
+    history = selectors.gpu_history(
+        user=api_user(request), node_id=node_id, index=index, range=range
+    )
     return {
         "range": history.range,
         "resolution": RESOLUTION_NAMES[history.resolution],
@@ -122,7 +119,7 @@ def gpu_history(request: HttpRequest, node_id: int, index: int, range: str = "1h
 @nodes_router.patch("/{int:node_id}", response=NodeOut)
 def node_update(request: HttpRequest, node_id: int, payload: NodePatch) -> Node:
     """Rename a node or dedicate it to a workspace (platform admins)."""
-    user = _user(request)
+    user = api_user(request)
     node = selectors.node_get(user=user, node_id=node_id)
     given = payload.dict(exclude_unset=True)
     workspace: Any = services.UNSET
@@ -136,7 +133,7 @@ def node_update(request: HttpRequest, node_id: int, payload: NodePatch) -> Node:
 @nodes_router.post("/{int:node_id}/revoke", response=NodeOut)
 def node_revoke(request: HttpRequest, node_id: int) -> Node:
     """Revoke a node: its token is refused and a connected agent is dropped at once."""
-    user = _user(request)
+    user = api_user(request)
     services.node_revoke(actor=user, node=selectors.node_get(user=user, node_id=node_id))
     return _node_out(user, node_id)
 
@@ -144,7 +141,7 @@ def node_revoke(request: HttpRequest, node_id: int) -> Node:
 @nodes_router.post("/{int:node_id}/return-to-service", response=NodeOut)
 def node_return_to_service(request: HttpRequest, node_id: int) -> Node:
     """Mark a node back in service: its open events and its GPUs' are resolved."""
-    user = _user(request)
+    user = api_user(request)
     services.node_return_to_service(actor=user, node=selectors.node_get(user=user, node_id=node_id))
     return _node_out(user, node_id)
 
@@ -152,7 +149,7 @@ def node_return_to_service(request: HttpRequest, node_id: int) -> Node:
 @nodes_router.post("/{int:node_id}/gpus/{int:index}/return-to-service", response=GpuOut)
 def gpu_return_to_service(request: HttpRequest, node_id: int, index: int) -> Any:
     """Mark a GPU back in service: its open events are resolved."""
-    user = _user(request)
+    user = api_user(request)
     gpu = selectors.gpu_get(user=user, node_id=node_id, index=index)
     return services.gpu_return_to_service(actor=user, gpu=gpu)
 
@@ -160,7 +157,7 @@ def gpu_return_to_service(request: HttpRequest, node_id: int, index: int) -> Any
 @nodes_router.post("/{int:node_id}/gpus/{int:index}/faults", response={202: FaultOut})
 def fault_inject(request: HttpRequest, node_id: int, index: int, payload: FaultIn) -> Any:
     """Inject a fault into a simulated GPU (admins of the node); refused for real GPUs."""
-    user = _user(request)
+    user = api_user(request)
     gpu = selectors.gpu_get(user=user, node_id=node_id, index=index)
     command_id = services.fault_inject(actor=user, gpu=gpu, fault=payload.fault, code=payload.code)
     return Status(202, {"id": command_id})
@@ -174,7 +171,7 @@ def fault_inject(request: HttpRequest, node_id: int, index: int, payload: FaultI
 def event_list(request: HttpRequest, filters: Query[EventFilterIn]) -> Any:
     """Health events of the nodes you can see, newest first."""
     return selectors.event_list(
-        user=_user(request),
+        user=api_user(request),
         filters=selectors.EventFilter(
             node_id=filters.node_id,
             gpu_index=filters.gpu_index,
@@ -189,13 +186,13 @@ def event_list(request: HttpRequest, filters: Query[EventFilterIn]) -> Any:
 @events_router.get("/{int:event_id}", response=EventOut)
 def event_detail(request: HttpRequest, event_id: int) -> HealthEvent:
     """One event."""
-    return selectors.event_get(user=_user(request), event_id=event_id)
+    return selectors.event_get(user=api_user(request), event_id=event_id)
 
 
 @events_router.post("/{int:event_id}/acknowledge", response=EventOut)
 def event_acknowledge(request: HttpRequest, event_id: int) -> HealthEvent:
     """Acknowledge an event; watch and info events are resolved with it, fatal ones stay open."""
-    user = _user(request)
+    user = api_user(request)
     event = selectors.event_get(user=user, event_id=event_id)
     services.event_acknowledge(actor=user, event=event)
     return selectors.event_get(user=user, event_id=event_id)
@@ -208,13 +205,13 @@ def event_acknowledge(request: HttpRequest, event_id: int) -> HealthEvent:
 @paginate(LimitOffsetPagination)
 def join_token_list(request: HttpRequest) -> Any:
     """Join tokens you manage, newest first (revoked ones included)."""
-    return selectors.join_token_list(user=_user(request))
+    return selectors.join_token_list(user=api_user(request))
 
 
 @join_tokens_router.post("", response={201: JoinTokenCreatedOut})
 def join_token_create(request: HttpRequest, payload: JoinTokenIn) -> Any:
     """Create a join token; its secret and the node's command line are in this response only."""
-    user = _user(request)
+    user = api_user(request)
     workspace = None
     if payload.workspace_id is not None:
         workspace = workspace_get(user=user, workspace_id=payload.workspace_id)
@@ -239,7 +236,7 @@ def join_token_create(request: HttpRequest, payload: JoinTokenIn) -> Any:
 @join_tokens_router.delete("/{int:token_id}", response={204: None})
 def join_token_revoke(request: HttpRequest, token_id: int) -> None:
     """Revoke a join token; nodes that joined with it keep working."""
-    user = _user(request)
+    user = api_user(request)
     token = selectors.join_token_get(user=user, token_id=token_id)
     services.join_token_revoke(actor=user, token=token)
 
@@ -251,26 +248,26 @@ def join_token_revoke(request: HttpRequest, token_id: int) -> None:
 @paginate(LimitOffsetPagination)
 def alert_channel_list(request: HttpRequest) -> Any:
     """Webhooks that receive events (platform admins)."""
-    return selectors.alert_channel_list(user=_user(request))
+    return selectors.alert_channel_list(user=api_user(request))
 
 
 @alerts_router.post("", response={201: AlertChannelOut})
 def alert_channel_create(request: HttpRequest, payload: AlertChannelIn) -> Any:
     """Add a webhook (platform admins); the secret is stored encrypted and never returned."""
-    return Status(201, services.alert_channel_create(actor=_user(request), **payload.dict()))
+    return Status(201, services.alert_channel_create(actor=api_user(request), **payload.dict()))
 
 
 @alerts_router.get("/deliveries", response=list[DeliveryOut])
 @paginate(LimitOffsetPagination)
 def delivery_list(request: HttpRequest, status: AlertDelivery.Status | None = None) -> Any:
     """Deliveries of events on the nodes you can see, newest first."""
-    return selectors.delivery_list(user=_user(request), status=status)
+    return selectors.delivery_list(user=api_user(request), status=status)
 
 
 @alerts_router.get("/{int:channel_id}", response=AlertChannelOut)
 def alert_channel_detail(request: HttpRequest, channel_id: int) -> AlertChannel:
     """One webhook (platform admins)."""
-    return selectors.alert_channel_get(user=_user(request), channel_id=channel_id)
+    return selectors.alert_channel_get(user=api_user(request), channel_id=channel_id)
 
 
 @alerts_router.patch("/{int:channel_id}", response=AlertChannelOut)
@@ -278,7 +275,7 @@ def alert_channel_update(
     request: HttpRequest, channel_id: int, payload: AlertChannelPatch
 ) -> AlertChannel:
     """Change a webhook (platform admins); ``secret: ""`` removes the signing secret."""
-    user = _user(request)
+    user = api_user(request)
     channel = selectors.alert_channel_get(user=user, channel_id=channel_id)
     return services.alert_channel_update(
         actor=user, channel=channel, **payload.dict(exclude_unset=True)
@@ -288,7 +285,7 @@ def alert_channel_update(
 @alerts_router.delete("/{int:channel_id}", response={204: None})
 def alert_channel_delete(request: HttpRequest, channel_id: int) -> None:
     """Remove a webhook and its delivery history (platform admins)."""
-    user = _user(request)
+    user = api_user(request)
     services.alert_channel_delete(
         actor=user, channel=selectors.alert_channel_get(user=user, channel_id=channel_id)
     )
@@ -297,6 +294,6 @@ def alert_channel_delete(request: HttpRequest, channel_id: int) -> None:
 @alerts_router.post("/{int:channel_id}/test", response={202: DeliveryOut})
 def alert_channel_test(request: HttpRequest, channel_id: int) -> Any:
     """Send the newest event to a webhook through the delivery queue (platform admins)."""
-    user = _user(request)
+    user = api_user(request)
     channel = selectors.alert_channel_get(user=user, channel_id=channel_id)
     return Status(202, services.alert_channel_test(actor=user, channel=channel))

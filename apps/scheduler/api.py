@@ -35,6 +35,7 @@ from apps.scheduler.schemas import (
     ReasonIn,
 )
 from apps.system.errors import ApplicationError, NotFoundError
+from apps.system.pages import api_user
 
 jobs_router = Router(tags=["jobs"])
 pools_router = Router(tags=["pools"])
@@ -49,12 +50,6 @@ JOB_FIELDS = (
     "max_duration", "hang_timeout", "resume", "checkpoint_keep", "launch_env",
     "created_at", "scheduled_at", "started_at", "finished_at",
 )  # fmt: skip
-
-
-def _user(request: HttpRequest) -> User:
-    user = request.auth  # type: ignore[attr-defined]
-    assert isinstance(user, User)  # noqa: S101  (the API's auth classes only yield Users)
-    return user
 
 
 def _reason(payload: ReasonIn | None) -> str:
@@ -80,7 +75,7 @@ class ShapedPagination(LimitOffsetPagination):
         self, queryset: Any, pagination: Any, request: HttpRequest, **params: Any
     ) -> Any:
         page = super().paginate_queryset(queryset, pagination, request, **params)
-        page[self.items_attribute] = self.shape(_user(request), list(page[self.items_attribute]))
+        page[self.items_attribute] = self.shape(api_user(request), list(page[self.items_attribute]))
         return page
 
 
@@ -136,7 +131,7 @@ def _states(values: list[str]) -> tuple[str, ...]:
 @paginate(ShapedPagination, shape=jobs_out)
 def job_list(request: HttpRequest, filters: Query[JobFilterIn]) -> Any:
     """Jobs of your workspaces, newest first; filter by workspace, pool, states and text."""
-    user = _user(request)
+    user = api_user(request)
     workspace_id = None
     if filters.workspace_id is not None:
         workspace_id = workspace_get(user=user, workspace_id=filters.workspace_id).pk
@@ -155,7 +150,7 @@ def job_list(request: HttpRequest, filters: Query[JobFilterIn]) -> Any:
 @jobs_router.post("", response={201: JobOut})
 def job_submit(request: HttpRequest, payload: JobIn) -> Any:
     """Queue a job (members and workspace admins); it runs when the scheduler places it."""
-    user = _user(request)
+    user = api_user(request)
     workspace = workspace_get(user=user, workspace_id=payload.workspace_id)
     spec = services.JobSpec(**payload.dict(exclude={"workspace_id"}))
     job = services.job_submit(actor=user, workspace=workspace, spec=spec)
@@ -165,20 +160,20 @@ def job_submit(request: HttpRequest, payload: JobIn) -> Any:
 @jobs_router.get("/{int:job_id}", response=JobOut)
 def job_detail(request: HttpRequest, job_id: int) -> Any:
     """One job: its state, why it waits, and the nodes and GPUs of its current attempt."""
-    return _job_detail(_user(request), job_id)
+    return _job_detail(api_user(request), job_id)
 
 
 @jobs_router.get("/{int:job_id}/events", response=list[JobEventOut])
 @paginate(LimitOffsetPagination)
 def job_events(request: HttpRequest, job_id: int) -> Any:
     """The job's timeline, oldest first: every transition with its reason and actor."""
-    return selectors.job_events(job=selectors.job_get(user=_user(request), job_id=job_id))
+    return selectors.job_events(job=selectors.job_get(user=api_user(request), job_id=job_id))
 
 
 def _job_action(
     request: HttpRequest, job_id: int, action: Callable[..., Job], **kwargs: Any
 ) -> dict[str, Any]:
-    user = _user(request)
+    user = api_user(request)
     action(actor=user, job=selectors.job_get(user=user, job_id=job_id), **kwargs)
     return _job_detail(user, job_id)
 
@@ -217,7 +212,7 @@ def job_priority(request: HttpRequest, job_id: int, payload: PriorityIn) -> Any:
 def job_move(request: HttpRequest, job_id: int, payload: MoveIn) -> Any:
     """Move a waiting job to the top or bottom of its pool's queue, or before another job
     (platform admins)."""
-    user = _user(request)
+    user = api_user(request)
     before = None
     if payload.before is not None:
         try:
@@ -279,7 +274,7 @@ def pool_list(request: HttpRequest) -> Any:
 @pools_router.post("", response={201: PoolOut})
 def pool_create(request: HttpRequest, payload: PoolIn) -> Any:
     """Create a pool (platform admins)."""
-    user = _user(request)
+    user = api_user(request)
     pool = services.pool_create(actor=user, name=payload.name, description=payload.description)
     return Status(201, _pool_detail(user, pool.pk))
 
@@ -287,13 +282,13 @@ def pool_create(request: HttpRequest, payload: PoolIn) -> Any:
 @pools_router.get("/{int:pool_id}", response=PoolOut)
 def pool_detail(request: HttpRequest, pool_id: int) -> Any:
     """One pool: nodes, schedulable, used and free GPUs, and who uses them."""
-    return _pool_detail(_user(request), pool_id)
+    return _pool_detail(api_user(request), pool_id)
 
 
 @pools_router.patch("/{int:pool_id}", response=PoolOut)
 def pool_update(request: HttpRequest, pool_id: int, payload: PoolPatch) -> Any:
     """Rename a pool, change its description or make it the default (platform admins)."""
-    user = _user(request)
+    user = api_user(request)
     services.pool_update(
         actor=user, pool=selectors.pool_get(pool_id=pool_id), **payload.dict(exclude_unset=True)
     )
@@ -303,7 +298,7 @@ def pool_update(request: HttpRequest, pool_id: int, payload: PoolPatch) -> Any:
 @pools_router.delete("/{int:pool_id}", response={204: None})
 def pool_delete(request: HttpRequest, pool_id: int) -> Any:
     """Delete a pool without nodes or unfinished jobs (platform admins)."""
-    services.pool_delete(actor=_user(request), pool=selectors.pool_get(pool_id=pool_id))
+    services.pool_delete(actor=api_user(request), pool=selectors.pool_get(pool_id=pool_id))
     return Status(204, None)
 
 
@@ -312,7 +307,7 @@ def pool_delete(request: HttpRequest, pool_id: int) -> Any:
 def pool_queue(request: HttpRequest, pool_id: int) -> Any:
     """The pool's pending and held jobs you may see, in queue order (the first 1,000), with
     why they wait."""
-    user = _user(request)
+    user = api_user(request)
     pool = selectors.pool_get(pool_id=pool_id)
     jobs, _, _ = selectors.pool_queue(user=user, pool=pool, limit=1000)
     return jobs
@@ -327,7 +322,7 @@ def quota_list(request: HttpRequest, filters: Query[QuotaFilterIn]) -> Any:
     """Quotas: all for platform admins, else those of your workspaces."""
     pool = _pool_named(filters.pool) if filters.pool else None
     return selectors.quota_visible(
-        user=_user(request), pool=pool, workspace_id=filters.workspace_id
+        user=api_user(request), pool=pool, workspace_id=filters.workspace_id
     )
 
 
@@ -335,7 +330,7 @@ def quota_list(request: HttpRequest, filters: Query[QuotaFilterIn]) -> Any:
 def quota_set(request: HttpRequest, payload: QuotaIn) -> Quota:
     """Set what a workspace may use of a pool, creating or changing its quota (platform
     admins). The maximum cannot go below what the workspace uses now."""
-    user = _user(request)
+    user = api_user(request)
     workspace = workspace_get(user=user, workspace_id=payload.workspace_id)
     quota = services.quota_set(
         actor=user,
@@ -351,7 +346,7 @@ def quota_set(request: HttpRequest, payload: QuotaIn) -> Quota:
 @quotas_router.delete("/{int:quota_id}", response={204: None})
 def quota_delete(request: HttpRequest, quota_id: int) -> Any:
     """Remove a quota: the workspace then only borrows idle GPUs there (platform admins)."""
-    user = _user(request)
+    user = api_user(request)
     services.quota_delete(
         actor=user, quota=selectors.quota_get_visible(user=user, quota_id=quota_id)
     )
@@ -373,14 +368,14 @@ def _schedule_out(node: Node) -> NodeSchedule:
 @nodes_router.get("/{int:node_id}/schedule", response=NodeScheduleOut)
 def node_schedule(request: HttpRequest, node_id: int) -> NodeSchedule:
     """The node's pool, whether it takes jobs, and the GPUs taken out."""
-    return _schedule_out(monitoring_selectors.node_get(user=_user(request), node_id=node_id))
+    return _schedule_out(monitoring_selectors.node_get(user=api_user(request), node_id=node_id))
 
 
 @nodes_router.get("/{int:node_id}/allocations", response=list[NodeAllocationOut])
 @paginate(LimitOffsetPagination)
 def node_allocations(request: HttpRequest, node_id: int) -> Any:
     """The ranks running on the node, of the jobs you may see."""
-    user = _user(request)
+    user = api_user(request)
     node = monitoring_selectors.node_get(user=user, node_id=node_id)
     return selectors.node_allocations(user=user, node=node)
 
@@ -390,7 +385,7 @@ def node_cordon(
     request: HttpRequest, node_id: int, payload: ReasonIn | None = None
 ) -> NodeSchedule:
     """Place no new job on the node; running jobs carry on (admins of the node)."""
-    user = _user(request)
+    user = api_user(request)
     node = monitoring_selectors.node_get(user=user, node_id=node_id)
     services.node_cordon(actor=user, node=node, reason=_reason(payload))
     return _schedule_out(node)
@@ -399,7 +394,7 @@ def node_cordon(
 @nodes_router.post("/{int:node_id}/drain", response=NodeScheduleOut)
 def node_drain(request: HttpRequest, node_id: int, payload: ReasonIn | None = None) -> NodeSchedule:
     """Place no new job on the node and requeue those running there (admins of the node)."""
-    user = _user(request)
+    user = api_user(request)
     node = monitoring_selectors.node_get(user=user, node_id=node_id)
     services.node_cordon(actor=user, node=node, reason=_reason(payload), drain=True)
     return _schedule_out(node)
@@ -408,7 +403,7 @@ def node_drain(request: HttpRequest, node_id: int, payload: ReasonIn | None = No
 @nodes_router.post("/{int:node_id}/uncordon", response=NodeScheduleOut)
 def node_uncordon(request: HttpRequest, node_id: int) -> NodeSchedule:
     """Let the node take jobs again; also ends a hold for flapping (admins of the node)."""
-    user = _user(request)
+    user = api_user(request)
     node = monitoring_selectors.node_get(user=user, node_id=node_id)
     services.node_uncordon(actor=user, node=node)
     return _schedule_out(node)
@@ -417,7 +412,7 @@ def node_uncordon(request: HttpRequest, node_id: int) -> NodeSchedule:
 @nodes_router.put("/{int:node_id}/pool", response=NodeScheduleOut)
 def node_pool_set(request: HttpRequest, node_id: int, payload: NodePoolIn) -> NodeSchedule:
     """Move the node to another pool (platform admins); refused while jobs run on it."""
-    user = _user(request)
+    user = api_user(request)
     node = monitoring_selectors.node_get(user=user, node_id=node_id)
     services.node_pool_set(actor=user, node=node, pool=_pool_named(payload.pool))
     return _schedule_out(node)
@@ -428,7 +423,7 @@ def gpu_take_out(
     request: HttpRequest, node_id: int, index: int, payload: ReasonIn | None = None
 ) -> Any:
     """Take one GPU out of scheduling; a job on it is requeued (admins of the node)."""
-    user = _user(request)
+    user = api_user(request)
     node = monitoring_selectors.node_get(user=user, node_id=node_id)
     services.gpu_take_out(actor=user, node=node, index=index, reason=_reason(payload))
     return _schedule_out(node)
@@ -437,7 +432,7 @@ def gpu_take_out(
 @nodes_router.post("/{int:node_id}/gpus/{int:index}/put-back", response=NodeScheduleOut)
 def gpu_put_back(request: HttpRequest, node_id: int, index: int) -> Any:
     """Return a GPU taken out to scheduling (admins of the node)."""
-    user = _user(request)
+    user = api_user(request)
     node = monitoring_selectors.node_get(user=user, node_id=node_id)
     services.gpu_put_back(actor=user, node=node, index=index)
     return _schedule_out(node)

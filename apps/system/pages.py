@@ -1,5 +1,6 @@
-"""Small helpers every app's page views share: the signed-in user, htmx requests, form
-errors from services, pagination and redirects back to where a form was posted from."""
+"""Small helpers every app's page views and API endpoints share: the signed-in user (of a
+page or of an API call), htmx requests, form errors from services, pagination and
+redirects back to where a form was posted from."""
 
 from typing import Any
 
@@ -18,6 +19,13 @@ def request_user(request: HttpRequest) -> User:
     """The signed-in user of a view behind ``login_required``."""
     assert isinstance(request.user, User)  # noqa: S101  (login_required guarantees it)
     return request.user
+
+
+def api_user(request: HttpRequest) -> User:
+    """The user an API call authenticated as (the API's auth classes only yield users)."""
+    user = request.auth  # type: ignore[attr-defined]
+    assert isinstance(user, User)  # noqa: S101  (see above)
+    return user
 
 
 def is_htmx(request: HttpRequest) -> bool:

@@ -6,9 +6,10 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Query, Router
 
-from apps.accounts.selectors import User, workspace_get
+from apps.accounts.selectors import workspace_get
 from apps.scheduler import selectors as scheduler_selectors
 from apps.scheduler.models import Job
+from apps.system.pages import api_user
 from apps.training import selectors, services
 from apps.training.checkpoints import checkpoints_sync
 from apps.training.goodput import Goodput
@@ -28,14 +29,8 @@ CURSOR_HEADER = "X-Podium-Cursor"
 STATE_HEADER = "X-Podium-Job-State"
 
 
-def _user(request: HttpRequest) -> User:
-    user = request.auth  # type: ignore[attr-defined]
-    assert isinstance(user, User)  # noqa: S101  (the API's auth classes only yield Users)
-    return user
-
-
 def _job(request: HttpRequest, job_id: int) -> Job:
-    return scheduler_selectors.job_get(user=_user(request), job_id=job_id)
+    return scheduler_selectors.job_get(user=api_user(request), job_id=job_id)
 
 
 def log_line_text(line: LogLine, *, ranked: bool) -> str:
@@ -109,7 +104,7 @@ def _pin(request: HttpRequest, job_id: int, step: int, pinned: bool) -> Any:
     job = _job(request, job_id)
     checkpoint = selectors.job_checkpoint_get(job=job, step=step)
     return services.checkpoint_pin(
-        actor=_user(request), job=job, checkpoint=checkpoint, pinned=pinned
+        actor=api_user(request), job=job, checkpoint=checkpoint, pinned=pinned
     )
 
 
@@ -147,7 +142,7 @@ def job_goodput(request: HttpRequest, job_id: int) -> dict[str, Any]:
 @goodput_router.get("/goodput", response=WorkspaceGoodputOut)
 def workspace_goodput(request: HttpRequest, workspace_id: int, days: float = 30) -> Any:
     """The summed goodput of a workspace's jobs that ran in the last ``days``."""
-    workspace = workspace_get(user=_user(request), workspace_id=workspace_id)
+    workspace = workspace_get(user=api_user(request), workspace_id=workspace_id)
     days = min(max(days, 1.0), 365.0)
     total, jobs = selectors.workspace_goodput(workspace=workspace, days=days)
     return {**goodput_out(total), "workspace_id": workspace.pk, "jobs": jobs, "days": days}
