@@ -14,6 +14,7 @@ from ninja.pagination import LimitOffsetPagination, paginate
 
 from apps.accounts.selectors import User, workspace_get
 from apps.system.errors import ApplicationError
+from apps.system.pages import api_user
 from apps.training.models import Dataset, DatasetVersion
 from apps.training.schemas_datasets import (
     DatasetDetailOut,
@@ -36,12 +37,6 @@ VERSION_FIELDS = (
     "version", "source", "path", "state", "progress", "error", "size_bytes", "file_count",
     "sha256", "format", "skipped", "note", "created_at", "scanned_at",
 )  # fmt: skip
-
-
-def _user(request: HttpRequest) -> User:
-    user = request.auth  # type: ignore[attr-defined]
-    assert isinstance(user, User)  # noqa: S101  (the API's auth classes only yield Users)
-    return user
 
 
 def dataset_out(dataset: Dataset) -> dict[str, Any]:
@@ -92,6 +87,20 @@ def _required(file: UploadedFile | None) -> UploadedFile:
     return file
 
 
+def _created(
+    user: User, payload: DatasetIn | DatasetUploadIn, source: services.DatasetSource
+) -> Any:
+    """A new dataset of the payload's workspace whose version 1 is ``source``, as a 201."""
+    dataset = services.dataset_create(
+        actor=user,
+        workspace=workspace_get(user=user, workspace_id=payload.workspace_id),
+        name=payload.name,
+        description=payload.description,
+        source=source,
+    )
+    return Status(201, _dataset_detail(user, dataset.pk))
+
+
 class DatasetPagination(LimitOffsetPagination):
     """Limit/offset pages of datasets, shaped for the API a page at a time."""
 
@@ -107,7 +116,7 @@ class DatasetPagination(LimitOffsetPagination):
 @paginate(DatasetPagination)
 def dataset_list(request: HttpRequest, filters: Query[DatasetFilterIn]) -> Any:
     """Datasets of your workspaces, by workspace and name, with their newest version."""
-    user = _user(request)
+    user = api_user(request)
     workspace_id = None
     if filters.workspace_id is not None:
         workspace_id = workspace_get(user=user, workspace_id=filters.workspace_id).pk
@@ -121,15 +130,8 @@ def dataset_list(request: HttpRequest, filters: Query[DatasetFilterIn]) -> Any:
 def dataset_create(request: HttpRequest, payload: DatasetIn) -> Any:
     """Register a path on shared storage as a new dataset (members and workspace admins);
     its version 1 is scanned in the background."""
-    user = _user(request)
-    dataset = services.dataset_create(
-        actor=user,
-        workspace=workspace_get(user=user, workspace_id=payload.workspace_id),
-        name=payload.name,
-        description=payload.description,
-        source=services.DatasetSource(path=payload.path, note=payload.note),
-    )
-    return Status(201, _dataset_detail(user, dataset.pk))
+    source = services.DatasetSource(path=payload.path, note=payload.note)
+    return _created(api_user(request), payload, source)
 
 
 @datasets_router.post("/upload", response={201: DatasetDetailOut})
@@ -138,27 +140,20 @@ def dataset_upload(
 ) -> Any:
     """Upload a file as a new dataset (multipart form: ``workspace_id``, ``name``,
     ``description``, ``note`` and ``file``), up to the configured size."""
-    user = _user(request)
-    dataset = services.dataset_create(
-        actor=user,
-        workspace=workspace_get(user=user, workspace_id=payload.workspace_id),
-        name=payload.name,
-        description=payload.description,
-        source=services.DatasetSource(upload=_required(file), note=payload.note),
-    )
-    return Status(201, _dataset_detail(user, dataset.pk))
+    source = services.DatasetSource(upload=_required(file), note=payload.note)
+    return _created(api_user(request), payload, source)
 
 
 @datasets_router.get("/{int:dataset_id}", response=DatasetDetailOut)
 def dataset_detail(request: HttpRequest, dataset_id: int) -> Any:
     """One dataset and all its versions, newest first (previews: see the version)."""
-    return _dataset_detail(_user(request), dataset_id)
+    return _dataset_detail(api_user(request), dataset_id)
 
 
 @datasets_router.patch("/{int:dataset_id}", response=DatasetDetailOut)
 def dataset_update(request: HttpRequest, dataset_id: int, payload: DatasetPatch) -> Any:
     """Change a dataset's description."""
-    user = _user(request)
+    user = api_user(request)
     dataset = selectors.dataset_get(user=user, dataset_id=dataset_id)
     services.dataset_update(actor=user, dataset=dataset, description=payload.description)
     return _dataset_detail(user, dataset_id)
@@ -168,7 +163,7 @@ def dataset_update(request: HttpRequest, dataset_id: int, payload: DatasetPatch)
 def dataset_delete(request: HttpRequest, dataset_id: int) -> Any:
     """Delete a dataset and its versions (uploaded files too), unless an unfinished job
     reads one of them (409)."""
-    user = _user(request)
+    user = api_user(request)
     services.dataset_delete(
         actor=user, dataset=selectors.dataset_get(user=user, dataset_id=dataset_id)
     )
@@ -178,7 +173,7 @@ def dataset_delete(request: HttpRequest, dataset_id: int) -> Any:
 @datasets_router.post("/{int:dataset_id}/versions", response={201: VersionDetailOut})
 def version_create(request: HttpRequest, dataset_id: int, payload: VersionIn) -> Any:
     """Add a version from a path on shared storage; it is scanned in the background."""
-    user = _user(request)
+    user = api_user(request)
     dataset = selectors.dataset_get(user=user, dataset_id=dataset_id)
     version = services.dataset_version_add(
         actor=user,
@@ -196,7 +191,7 @@ def version_upload(
     file: File[UploadedFile | None] = None,
 ) -> Any:
     """Add a version from an uploaded file (multipart form: ``note`` and ``file``)."""
-    user = _user(request)
+    user = api_user(request)
     dataset = selectors.dataset_get(user=user, dataset_id=dataset_id)
     version = services.dataset_version_add(
         actor=user,
@@ -207,7 +202,7 @@ def version_upload(
 
 
 def _version(request: HttpRequest, dataset_id: int, version: int) -> DatasetVersion:
-    dataset = selectors.dataset_get(user=_user(request), dataset_id=dataset_id)
+    dataset = selectors.dataset_get(user=api_user(request), dataset_id=dataset_id)
     return selectors.dataset_version_get(dataset=dataset, version=version)
 
 
@@ -222,7 +217,7 @@ def version_detail(request: HttpRequest, dataset_id: int, version: int) -> Any:
 def version_rescan(request: HttpRequest, dataset_id: int, version: int) -> Any:
     """Scan a version again: its files changed, or its scan failed."""
     found = _version(request, dataset_id, version)
-    return _version_detail(services.dataset_version_rescan(actor=_user(request), version=found))
+    return _version_detail(services.dataset_version_rescan(actor=api_user(request), version=found))
 
 
 @datasets_router.delete("/{int:dataset_id}/versions/{int:version}", response={204: None})
@@ -230,5 +225,5 @@ def version_delete(request: HttpRequest, dataset_id: int, version: int) -> Any:
     """Delete a version (an uploaded file too), unless an unfinished job reads it (409).
     Its number is never given again."""
     found = _version(request, dataset_id, version)
-    services.dataset_version_delete(actor=_user(request), version=found)
+    services.dataset_version_delete(actor=api_user(request), version=found)
     return Status(204, None)

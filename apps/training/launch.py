@@ -72,9 +72,9 @@ def attempt_launch(jobs: list[Job], ranks: dict[int, list[tuple[int, int]]]) -> 
         for row in gone.get(job.pk, []):
             reason = f"dataset {row.ref} was deleted: {row.env_name} is not set"
             launch.notes.append(("dataset_missing", reason, {"ref": row.ref}))
-        # A first attempt has nothing to resume from, unless an earlier run of the job
-        # (requeued after it ended) left checkpoints behind.
-        if job.resume and (job.attempt > 1 or job_checkpoint_dir(job.pk).exists()):
+        # A first attempt has nothing to resume from (attempts are counted over the job's
+        # whole life, requeues after it ended included); the pass reads no storage for it.
+        if job.resume and job.attempt > 1:
             _resume(job, launch)
         launches[job.pk] = launch
     return launches

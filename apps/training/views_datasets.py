@@ -2,7 +2,7 @@
 versions and the preview of one, refreshed while a version is scanned; new versions,
 rescans and deletes."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import wraps
 from typing import Any
 
@@ -16,7 +16,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
 
-from apps.accounts.selectors import User, workspace_get, workspace_list
+from apps.accounts.selectors import User, Workspace, workspace_get, workspace_list
 from apps.system.errors import ApplicationError
 from apps.system.pages import (
     access_error_reraise,
@@ -70,11 +70,11 @@ def upload_limited(view: View) -> View:
     return csrf_exempt(wrapper)
 
 
-def _acting_workspaces(user: User) -> list[tuple[int, str]]:
-    """Workspaces where ``user`` may create datasets."""
+def _acting_workspaces(user: User, workspaces: Iterable[Workspace]) -> list[tuple[int, str]]:
+    """Those of ``workspaces`` (of ``workspace_list``) where ``user`` may create datasets."""
     return [
         (w.pk, w.name)
-        for w in workspace_list(user=user)
+        for w in workspaces
         if user.is_platform_admin or w.my_role in selectors.ACTING_ROLES  # type: ignore[attr-defined]
     ]
 
@@ -83,8 +83,8 @@ def _acting_workspaces(user: User) -> list[tuple[int, str]]:
 def dataset_list(request: HttpRequest) -> HttpResponse:
     """The datasets of the user's workspaces, with their newest version, filtered."""
     user = request_user(request)
-    workspaces = list(workspace_list(user=user).values_list("pk", "name"))
-    form = DatasetFilterForm(request.GET or None, workspaces=workspaces)
+    visible = list(workspace_list(user=user))
+    form = DatasetFilterForm(request.GET or None, workspaces=[(w.pk, w.name) for w in visible])
     filters = selectors.DatasetFilter()
     if form.is_valid():
         filters = selectors.DatasetFilter(
@@ -94,7 +94,7 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
         "form": form,
         "page": page_of(request, selectors.dataset_list(user=user, filters=filters)),
         "query": query_without_page(request),
-        "can_create": bool(_acting_workspaces(user)),
+        "can_create": bool(_acting_workspaces(user, visible)),
     }
     template = "training/_dataset_rows.html" if is_htmx(request) else "training/dataset_list.html"
     return render(request, template, context)
@@ -113,7 +113,7 @@ def _source(form: VersionForm) -> services.DatasetSource:
 def dataset_new(request: HttpRequest) -> HttpResponse:
     """A new dataset: register a path on shared storage, or upload a file."""
     user = request_user(request)
-    workspaces = _acting_workspaces(user)
+    workspaces = _acting_workspaces(user, workspace_list(user=user))
     form = DatasetForm(
         request.POST or None,
         request.FILES or None,
@@ -218,8 +218,9 @@ def dataset_edit(request: HttpRequest, dataset_id: int) -> HttpResponse:
     form = DescriptionForm(request.POST)
     try:
         if not form.is_valid():
+            limit = services.MAX_DESCRIPTION_CHARS
             raise ApplicationError(
-                "Description is longer than 2000 characters.", field="description"
+                f"Description is longer than {limit} characters.", field="description"
             )
         services.dataset_update(
             actor=request_user(request),

@@ -5,7 +5,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Min, QuerySet
+from django.db.models import Min, Q, QuerySet
 from django.utils import timezone
 
 from apps.accounts.models import Workspace
@@ -133,7 +133,13 @@ def goodput_of(job_ids: list[int], now: datetime | None = None) -> dict[int, Goo
     """Each job's goodput, in three queries whatever the number of jobs."""
     now = now or timezone.now()
     events: dict[int, list[JobEvent]] = defaultdict(list)
-    for event in JobEvent.objects.filter(job_id__in=job_ids).order_by("at", "pk"):
+    timeline = (
+        JobEvent.objects.filter(job_id__in=job_ids)
+        .filter(Q(kind__in=("running", "resume", "restart")) | Q(to_state__in=_ENDS))
+        .only("job_id", "at", "attempt", "kind", "to_state", "data")
+        .order_by("at", "pk")
+    )
+    for event in timeline:
         events[event.job_id].append(event)
     reports: dict[int, dict[int, datetime]] = defaultdict(dict)
     for job_id, attempt, first in (

@@ -26,10 +26,10 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from apps.accounts.models import User, Workspace
-from apps.accounts.selectors import membership_role
 from apps.audit.services import audit_record
 from apps.scheduler.lifecycle import TERMINAL_STATES
-from apps.system.errors import ApplicationError, ConflictError, PermissionDeniedError
+from apps.scheduler.services.common import act_check
+from apps.system.errors import ApplicationError, ConflictError
 from apps.training.datasets.confinement import Confinement, PathRefused, path_resolve
 from apps.training.datasets.preview import storable
 from apps.training.datasets.scan import ScanError, scan
@@ -41,13 +41,14 @@ from apps.training.datasets.uploads import (
     upload_stage,
 )
 from apps.training.models import Dataset, DatasetVersion, JobDataset
-from apps.training.selectors.datasets import ACTING_ROLES
 
 logger = logging.getLogger(__name__)
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MAX_DESCRIPTION_CHARS = 2000
 MAX_NOTE_CHARS = 300
+# What viewers are refused: "Viewers cannot change datasets."
+DENIED = "change datasets"
 # How often a running scan writes its progress.
 PROGRESS_INTERVAL_S = 0.5
 
@@ -79,11 +80,6 @@ class _Incoming:
 
 
 # Checks ------------------------------------------------------------------------------------
-
-
-def _act_check(actor: User, workspace: Workspace) -> None:
-    if membership_role(user=actor, workspace=workspace) not in ACTING_ROLES:
-        raise PermissionDeniedError("Viewers cannot change datasets.")
 
 
 def _name_check(name: str) -> str:
@@ -213,7 +209,7 @@ def dataset_create(
     source: DatasetSource,
 ) -> Dataset:
     """A new dataset of ``workspace`` whose version 1 is ``source``."""
-    _act_check(actor, workspace)
+    act_check(actor, workspace, DENIED)
     name = _name_check(name)
     description = _text_check(description, "description", MAX_DESCRIPTION_CHARS)
     note = _text_check(source.note, "note", MAX_NOTE_CHARS)
@@ -249,7 +245,7 @@ def dataset_create(
 
 def dataset_version_add(*, actor: User, dataset: Dataset, source: DatasetSource) -> DatasetVersion:
     """The dataset's next version, holding ``source``."""
-    _act_check(actor, dataset.workspace)
+    act_check(actor, dataset.workspace, DENIED)
     note = _text_check(source.note, "note", MAX_NOTE_CHARS)
     incoming = _source_take(source)
     try:
@@ -274,7 +270,7 @@ def dataset_version_add(*, actor: User, dataset: Dataset, source: DatasetSource)
 def dataset_version_rescan(*, actor: User, version: DatasetVersion) -> DatasetVersion:
     """Scan a version again (its files changed, or its scan failed or was lost)."""
     dataset = version.dataset
-    _act_check(actor, dataset.workspace)
+    act_check(actor, dataset.workspace, DENIED)
     version.state = State.SCANNING
     version.progress = 0.0
     version.error = ""
@@ -296,7 +292,7 @@ def _uploads_remove(paths: list[str]) -> None:
 def dataset_version_delete(*, actor: User, version: DatasetVersion) -> None:
     """Delete a version no unfinished job reads; an uploaded file goes once this commits."""
     dataset = version.dataset
-    _act_check(actor, dataset.workspace)
+    act_check(actor, dataset.workspace, DENIED)
     Dataset.objects.select_for_update().filter(pk=dataset.pk).first()
     _unfinished_readers_check(DatasetVersion.objects.filter(pk=version.pk))
     audit_record(
@@ -314,7 +310,7 @@ def dataset_version_delete(*, actor: User, version: DatasetVersion) -> None:
 @transaction.atomic
 def dataset_update(*, actor: User, dataset: Dataset, description: str) -> Dataset:
     """Change the dataset's description."""
-    _act_check(actor, dataset.workspace)
+    act_check(actor, dataset.workspace, DENIED)
     dataset.description = _text_check(description, "description", MAX_DESCRIPTION_CHARS)
     dataset.save(update_fields=["description"])
     audit_record(
@@ -331,7 +327,7 @@ def dataset_update(*, actor: User, dataset: Dataset, description: str) -> Datase
 def dataset_delete(*, actor: User, dataset: Dataset) -> None:
     """Delete a dataset none of whose versions an unfinished job reads, with its versions;
     uploaded files go once this commits. Jobs that read it keep the reference as text."""
-    _act_check(actor, dataset.workspace)
+    act_check(actor, dataset.workspace, DENIED)
     Dataset.objects.select_for_update().filter(pk=dataset.pk).first()
     versions = DatasetVersion.objects.filter(dataset=dataset)
     _unfinished_readers_check(versions)
