@@ -133,6 +133,11 @@ def job_output_push(
     job_push(job_id, message)
 
 
+def job_metrics_push(job_id: int, points: list[dict[str, Any]]) -> None:
+    """Show metrics points the job's processes just reported to its watchers now."""
+    job_push(job_id, {"type": "job.metrics", "points": points})
+
+
 def queue_entry(raw: bytes | str | None) -> dict[str, Any] | None:
     """A pending job's queue entry as stored in ``QUEUE_KEY``."""
     return json.loads(raw) if raw else None

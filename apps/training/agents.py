@@ -154,7 +154,7 @@ def on_job_output(node_id: int, message: Message) -> list[Message]:
     if output:
         scheduler.job_output_show(source, seq=output[0].seq, lines=[row.line for row in output])
     if points:
-        scheduler.job_watchers_push(source.job_id, {"type": "job.metrics", "points": points})
+        scheduler.job_metrics_show(source.job_id, points)
     if checkpointed:
-        scheduler.job_watchers_push(source.job_id, {"type": "job.changed", "job_id": source.job_id})
+        scheduler.job_changed_show(source.job_id)
     return []

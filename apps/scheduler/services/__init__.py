@@ -35,10 +35,11 @@ from apps.scheduler.services.pools import (
 )
 from apps.scheduler.services.runtime import (
     OutputSource,
+    job_changed_show,
     job_checkpoint_mark,
+    job_metrics_show,
     job_output_mark,
     job_output_show,
-    job_watchers_push,
     output_source,
 )
 
@@ -48,8 +49,10 @@ __all__ = [
     "gpu_put_back",
     "gpu_take_out",
     "job_cancel",
+    "job_changed_show",
     "job_checkpoint_mark",
     "job_hold",
+    "job_metrics_show",
     "job_move",
     "job_output_mark",
     "job_output_show",
@@ -57,7 +60,6 @@ __all__ = [
     "job_release",
     "job_requeue",
     "job_submit",
-    "job_watchers_push",
     "node_cordon",
     "node_pool_set",
     "node_uncordon",

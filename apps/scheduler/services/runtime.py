@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from apps.scheduler.broadcast import job_output_push, job_push
+from apps.scheduler.broadcast import job_metrics_push, job_output_push, jobs_changed
 from apps.scheduler.models import Allocation, Job
 
 # How often the last-output time of a job with a hang watchdog is written while it prints.
@@ -57,6 +57,12 @@ def job_output_show(source: OutputSource, *, seq: int | None, lines: list[str]) 
     job_output_push(source.job_id, attempt=source.attempt, rank=source.rank, seq=seq, lines=lines)
 
 
-def job_watchers_push(job_id: int, message: dict[str, Any]) -> None:
-    """Send ``message`` (a channel-layer event) to the job's watchers, if it has any."""
-    job_push(job_id, message)
+def job_metrics_show(job_id: int, points: list[dict[str, Any]]) -> None:
+    """Show the job's watchers the metrics points its processes just reported."""
+    job_metrics_push(job_id, points)
+
+
+def job_changed_show(job_id: int) -> None:
+    """Tell the job's watchers, once the transaction commits, that it changed (a new
+    checkpoint, say)."""
+    jobs_changed([job_id], [])
