@@ -20,6 +20,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.scheduler.models import Job
@@ -41,31 +42,48 @@ def _written(found: Found) -> datetime:
 
 
 def checkpoints_sync(job_id: int) -> list[Checkpoint]:
-    """Read the job's checkpoint directory and bring its rows up to date; newest first.
+    """Read the job's checkpoint directory and bring its rows up to date (in two writes);
+    return the rows on storage and those found gone now, newest first.
 
     Checkpoints gone from storage are marked deleted; their rows stay for the record.
     """
     found = {f.step: f for f in scan(job_checkpoint_dir(job_id))}
     now = timezone.now()
     with transaction.atomic():
-        rows = {c.step: c for c in Checkpoint.objects.select_for_update().filter(job_id=job_id)}
-        for step, entry in found.items():
-            row = rows.get(step) or Checkpoint(job_id=job_id, step=step)
-            row.path = str(entry.path)
-            row.complete = entry.complete
-            row.problem = entry.problem[:300]
-            row.size_bytes = entry.size_bytes
-            row.file_count = entry.file_count
-            row.written_at = row.written_at or _written(entry)
+        # Rows already marked deleted stay as they are unless their step is back.
+        rows = {
+            c.step: c
+            for c in Checkpoint.objects.select_for_update().filter(
+                Q(deleted=False) | Q(step__in=list(found)), job_id=job_id
+            )
+        }
+        new = [
+            Checkpoint(job_id=job_id, step=step, written_at=_written(entry))
+            for step, entry in found.items()
+            if step not in rows
+        ]
+        for row in [*rows.values(), *new]:
+            entry = found.get(row.step)
             row.checked_at = now
-            row.deleted = False
-            row.save()
-            rows[step] = row
-        for step, row in rows.items():
-            if step not in found and not row.deleted:
-                row.deleted = True
-                row.checked_at = now
-                row.save(update_fields=["deleted", "checked_at"])
+            row.deleted = entry is None
+            if entry is not None:
+                row.path = str(entry.path)
+                row.complete = entry.complete
+                row.problem = entry.problem[:300]
+                row.size_bytes = entry.size_bytes
+                row.file_count = entry.file_count
+        fields = [
+            "path",
+            "complete",
+            "problem",
+            "size_bytes",
+            "file_count",
+            "deleted",
+            "checked_at",
+        ]
+        Checkpoint.objects.bulk_update(list(rows.values()), fields)
+        Checkpoint.objects.bulk_create(new)
+        rows.update((row.step, row) for row in new)
     return sorted(rows.values(), key=lambda c: c.step, reverse=True)
 
 
