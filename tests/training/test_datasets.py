@@ -32,7 +32,7 @@ from apps.training.services.datasets import (
     dataset_version_scan,
 )
 from tests.conftest import Cast
-from tests.scheduler.factories import job_create, pool_create
+from tests.scheduler.factories import job_create
 from tests.training.conftest import DatasetRoots
 
 State = DatasetVersion.State
@@ -443,11 +443,6 @@ def test_a_superseded_scan_changes_nothing(
 
 
 # Jobs --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def pool(db: None) -> Pool:
-    return pool_create("a100", is_default=True)
 
 
 @pytest.mark.django_db

@@ -24,7 +24,7 @@ from tests.api_base import (
     WorkspaceScopedAPITests,
 )
 from tests.conftest import Cast
-from tests.training.conftest import DatasetRoots
+from tests.training.conftest import DatasetRoots, dataset_folder, dataset_make
 
 pytestmark = pytest.mark.django_db
 
@@ -35,24 +35,11 @@ def _roots(dataset_roots: DatasetRoots) -> None:
 
 
 def _folder(workspace: Workspace, name: str) -> Path:
-    folder = Path(settings.PODIUM_DATASET_ROOTS[0]) / f"{workspace.pk}-{name}"
-    folder.mkdir(exist_ok=True)
-    (folder / "a.txt").write_text("hello\n")
-    return folder
+    return dataset_folder(Path(settings.PODIUM_DATASET_ROOTS[0]), workspace, name)
 
 
 def _dataset(workspace: Workspace, name: str) -> Dataset:
-    folder = _folder(workspace, name)
-    dataset = Dataset.objects.create(workspace=workspace, name=name, last_version=1)
-    DatasetVersion.objects.create(
-        dataset=dataset,
-        version=1,
-        source=DatasetVersion.Source.PATH,
-        path=str(folder),
-        state=DatasetVersion.State.READY,
-        task_id="t",
-    )
-    return dataset
+    return dataset_make(Path(settings.PODIUM_DATASET_ROOTS[0]), workspace, name)
 
 
 def _create(**fields: Any) -> Callable[[Workspace, Dataset], dict]:
