@@ -4,6 +4,8 @@ An object in a workspace the user does not belong to is reported as not found,
 never as forbidden, so its existence is not revealed.
 """
 
+from collections.abc import Iterable
+
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 
 from apps.accounts.models import ApiToken, Membership, Role, User, Workspace
@@ -37,6 +39,20 @@ def workspace_list(*, user: User) -> QuerySet[Workspace]:
     if user.is_platform_admin:
         return workspaces
     return workspaces.filter(my_role__isnull=False)
+
+
+# Roles that work in a workspace (submit jobs, make datasets); viewers only read.
+ACTING_ROLES = (Role.ADMIN, Role.MEMBER)
+
+
+def workspaces_acting(*, user: User, workspaces: Iterable[Workspace]) -> list[Workspace]:
+    """Those of ``workspaces`` (read with ``workspace_list``, so with ``my_role``) where
+    ``user`` works: as an admin or member, or anywhere as a platform admin."""
+    return [
+        w
+        for w in workspaces
+        if user.is_platform_admin or w.my_role in ACTING_ROLES  # type: ignore[attr-defined]
+    ]
 
 
 def workspace_get(*, user: User, workspace_id: int) -> Workspace:

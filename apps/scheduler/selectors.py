@@ -14,16 +14,13 @@ from typing import Any
 from django.db.models import Count, Q, QuerySet
 
 from apps.accounts.models import User, Workspace
-from apps.accounts.selectors import membership_role, workspace_ids_member
+from apps.accounts.selectors import ACTING_ROLES, membership_role, workspace_ids_member
 from apps.monitoring.models import Gpu, Health, Node
 from apps.scheduler.broadcast import QUEUE_KEY, queue_entry
 from apps.scheduler.lifecycle import HOLDING_STATES
 from apps.scheduler.models import Allocation, Job, JobEvent, NodeSchedule, Pool, Quota
 from apps.system.errors import NotFoundError
 from apps.system.heartbeats import redis_client
-
-# Roles that may submit and act on a workspace's jobs.
-ACTING_ROLES = ("admin", "member")
 
 
 def job_visible(*, user: User) -> QuerySet[Job]:

@@ -16,7 +16,13 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
 
-from apps.accounts.selectors import User, Workspace, workspace_get, workspace_list
+from apps.accounts.selectors import (
+    User,
+    Workspace,
+    workspace_get,
+    workspace_list,
+    workspaces_acting,
+)
 from apps.system.errors import ApplicationError
 from apps.system.pages import (
     access_error_reraise,
@@ -72,11 +78,7 @@ def upload_limited(view: View) -> View:
 
 def _acting_workspaces(user: User, workspaces: Iterable[Workspace]) -> list[tuple[int, str]]:
     """Those of ``workspaces`` (of ``workspace_list``) where ``user`` may create datasets."""
-    return [
-        (w.pk, w.name)
-        for w in workspaces
-        if user.is_platform_admin or w.my_role in selectors.ACTING_ROLES  # type: ignore[attr-defined]
-    ]
+    return [(w.pk, w.name) for w in workspaces_acting(user=user, workspaces=workspaces)]
 
 
 @login_required

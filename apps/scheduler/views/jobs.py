@@ -11,7 +11,13 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.accounts.models import Role
-from apps.accounts.selectors import User, membership_role, workspace_get, workspace_list
+from apps.accounts.selectors import (
+    User,
+    membership_role,
+    workspace_get,
+    workspace_list,
+    workspaces_acting,
+)
 from apps.scheduler import selectors, services
 from apps.scheduler.forms import (
     JobFilterForm,
@@ -72,9 +78,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
 def _submit_workspaces(user: User) -> list[tuple[int, str]]:
     """Workspaces where ``user`` may submit jobs."""
     return [
-        (w.pk, w.name)
-        for w in workspace_list(user=user)
-        if user.is_platform_admin or w.my_role in selectors.ACTING_ROLES  # type: ignore[attr-defined]
+        (w.pk, w.name) for w in workspaces_acting(user=user, workspaces=workspace_list(user=user))
     ]
 
 

@@ -6,14 +6,12 @@ from dataclasses import dataclass
 
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 
-from apps.accounts.models import Role, User
-from apps.accounts.selectors import membership_role, workspace_ids_member
+from apps.accounts.models import User
+from apps.accounts.selectors import ACTING_ROLES, membership_role, workspace_ids_member
 from apps.scheduler.models import Job
 from apps.system.errors import NotFoundError
 from apps.training.models import Dataset, DatasetVersion, JobDataset
 
-# Roles that may create, change and delete a workspace's datasets.
-ACTING_ROLES = (Role.ADMIN, Role.MEMBER)
 # What the list shows of each dataset's newest version.
 LATEST_FIELDS = ("version", "state", "progress", "size_bytes", "file_count", "format")
 ENV_PREFIX = "PODIUM_DATASET_"
