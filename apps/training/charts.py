@@ -254,6 +254,16 @@ def metric_figures(
     return figures
 
 
+def _millis(times: list[float]) -> list[int]:
+    """Epoch seconds as the epoch milliseconds of a date axis."""
+    return [round(t * 1000) for t in times]
+
+
+def gpu_points(series: list[GpuSeries]) -> dict[str, dict[str, list[Any]]]:
+    """New readings by GPU key, as the page appends them to its traces."""
+    return {s.key: {"x": _millis(s.times), "y": s.values} for s in series}
+
+
 def gpu_figure(series: list[GpuSeries], *, max_points: int = GPU_MAX_POINTS) -> dict[str, Any]:
     """Utilisation of the attempt's GPUs over time, one trace per GPU (its newest
     ``max_points`` readings)."""
@@ -263,7 +273,7 @@ def gpu_figure(series: list[GpuSeries], *, max_points: int = GPU_MAX_POINTS) -> 
             "mode": "lines",
             "name": s.label,
             "meta": {"key": s.key},
-            "x": [round(t * 1000) for t in s.times[-max_points:]],
+            "x": _millis(s.times[-max_points:]),
             "y": s.values[-max_points:],
             "line": {"width": 1.2},
             "hovertemplate": f"%{{y:.0f}} %<extra>{s.label}</extra>",

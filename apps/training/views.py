@@ -255,37 +255,24 @@ def _window_start(allocations: list[Allocation], since: float | None, until: flo
     return start
 
 
-def _readings_live(
-    user: User, allocations: list[Allocation], since: float
+def _readings(
+    user: User, allocations: list[Allocation], *, since: float, until: float | None = None
 ) -> dict[tuple[int, int], list[dict[str, Any]]]:
-    """Raw readings of the attempt's GPUs since ``since``, per (node id, GPU index)."""
+    """Raw readings of the GPUs of the attempt's nodes taken from ``since`` (up to ``until``
+    once the attempt ended), per (node id, GPU index): one read per node."""
+    end = time.time() if until is None else until
     readings: dict[tuple[int, int], list[dict[str, Any]]] = {}
-    seconds = max(1.0, time.time() - since)
     for node_id in sorted({a.node_id for a in allocations}):
         try:
             node = monitoring_selectors.node_get(user=user, node_id=node_id)
         except NotFoundError:
             continue
-        rows, _ = monitoring_selectors.node_recent(node=node, seconds=seconds)
+        rows, _ = monitoring_selectors.node_recent(
+            node=node, seconds=max(1.0, end - since), now=end
+        )
         for row in rows:
-            readings.setdefault((node_id, row["gpu_index"]), []).append(row)
-    return readings
-
-
-def _readings_ended(
-    user: User, allocations: list[Allocation], until: float
-) -> dict[tuple[int, int], list[dict[str, Any]]]:
-    """The readings of the attempt's GPUs over its last minutes (it no longer runs)."""
-    readings = {}
-    for allocation in allocations:
-        for index in allocation.gpus:
-            try:
-                history = monitoring_selectors.gpu_history(
-                    user=user, node_id=allocation.node_id, index=index, range="15m", now=until
-                )
-            except NotFoundError:
-                continue
-            readings[(allocation.node_id, index)] = history.points
+            if until is None or row["ts"] <= until:
+                readings.setdefault((node_id, row["gpu_index"]), []).append(row)
     return readings
 
 
@@ -301,18 +288,15 @@ def job_gpus(request: HttpRequest, job_id: int) -> JsonResponse:
     now = time.time()
     live = any(a.ended_at is None for a in allocations)
     since = _since(request)
-    if live or not allocations:
-        start = _window_start(allocations, since, now)
-        readings = _readings_live(user, allocations, start)
-    else:
+    ended = None
+    if allocations and not live:
         ended = max(a.ended_at.timestamp() for a in allocations if a.ended_at is not None)
-        start = _window_start(allocations, since, ended)
-        readings = _readings_ended(user, allocations, ended)
+    start = _window_start(allocations, since, now if ended is None else ended)
+    readings = _readings(user, allocations, since=start, until=ended)
     series = charts.gpu_series(gpus, readings, since=start)
     if since is None:
         return JsonResponse({"figure": charts.gpu_figure(series), "until": now, "live": live})
-    traces = {s.key: {"x": [round(t * 1000) for t in s.times], "y": s.values} for s in series}
-    return JsonResponse({"traces": traces, "until": now, "live": live})
+    return JsonResponse({"traces": charts.gpu_points(series), "until": now, "live": live})
 
 
 # Job page: goodput, checkpoints, launch --------------------------------------------------

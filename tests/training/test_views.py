@@ -17,6 +17,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from apps.accounts.models import Workspace
 from apps.audit.models import AuditEntry
 from apps.monitoring.models import GpuSample, Node
 from apps.scheduler.models import Allocation, Job, JobEvent, Pool
@@ -24,6 +25,7 @@ from apps.training.models import Checkpoint, Dataset, JobDataset, LogLine, Metri
 from apps.training.templatetags.training import duration
 from podium import sdk
 from tests.conftest import Cast
+from tests.pages import field_label, html, job_form, row_of
 from tests.scheduler.factories import job_create, pool_create, scheduled_node_create
 
 pytestmark = pytest.mark.django_db
@@ -43,10 +45,6 @@ def checkpoint_root(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     settings.PODIUM_CHECKPOINT_ROOT = root
     monkeypatch.delenv("RANK", raising=False)
     return root
-
-
-def html(response: Any) -> str:
-    return response.content.decode()
 
 
 def running_job(cast: Cast, pool: Pool, **fields: Any) -> Job:
@@ -119,6 +117,11 @@ def checkpoint(job: Job, step: int, **fields: Any) -> Checkpoint:
     return Checkpoint.objects.create(job=job, step=step, **(values | fields))
 
 
+def run_example(client: Client, example: str, workspace: Workspace) -> Any:
+    """Post the overview's example form: run ``example`` in ``workspace``."""
+    return client.post("/training/examples/run/", {"example": example, "workspace": workspace.pk})
+
+
 # Overview ----------------------------------------------------------------------------------
 
 
@@ -133,8 +136,7 @@ def test_the_training_page_shows_recent_jobs_their_progress_and_goodput(
 
     page = html(response)
     assert response.status_code == 200
-    row = page[page.index(f'id="training-job-{job.pk}"') :]
-    row = row[: row.index("</tr>")]
+    row = row_of(page, f"training-job-{job.pk}")
     assert "pretrain" in row
     assert ">40<" in row
     assert "0.0488" in row
@@ -182,9 +184,7 @@ def test_run_the_example_submits_it_on_one_gpu_and_opens_its_page(
     script: str,
     name: str,
 ) -> None:
-    response = session_client(cast.member).post(
-        "/training/examples/run/", {"example": example, "workspace": cast.workspace.pk}
-    )
+    response = run_example(session_client(cast.member), example, cast.workspace)
 
     job = Job.objects.get()
     path = Path(django_settings.BASE_DIR) / script
@@ -205,9 +205,7 @@ def test_run_the_example_needs_the_csrf_token(
 ) -> None:
     client = session_client(cast.member, csrf=True)
 
-    response = client.post(
-        "/training/examples/run/", {"example": "plain", "workspace": cast.workspace.pk}
-    )
+    response = run_example(client, "plain", cast.workspace)
 
     assert response.status_code == 403
     assert not Job.objects.exists()
@@ -216,15 +214,9 @@ def test_run_the_example_needs_the_csrf_token(
 def test_a_viewer_cannot_run_an_example_nor_an_outsider_in_another_workspace(
     cast: Cast, session_client: Callable[..., Client]
 ) -> None:
-    viewer = session_client(cast.viewer).post(
-        "/training/examples/run/", {"example": "plain", "workspace": cast.workspace.pk}
-    )
-    outsider = session_client(cast.outsider).post(
-        "/training/examples/run/", {"example": "plain", "workspace": cast.workspace.pk}
-    )
-    unknown = session_client(cast.member).post(
-        "/training/examples/run/", {"example": "rm -rf", "workspace": cast.workspace.pk}
-    )
+    viewer = run_example(session_client(cast.viewer), "plain", cast.workspace)
+    outsider = run_example(session_client(cast.outsider), "plain", cast.workspace)
+    unknown = run_example(session_client(cast.member), "rm -rf", cast.workspace)
 
     assert viewer.status_code == 403
     assert outsider.status_code == 404
@@ -255,8 +247,7 @@ def test_the_job_page_shows_goodput_checkpoints_launch_and_the_live_panels(
     assert 'id="job-training-panels"' in member
     assert f'hx-get="/training/jobs/{job.pk}/panels/"' in member
     assert 'id="goodput-ratio">100.0 %<' in member
-    row = member[member.index('id="checkpoint-100"') :]
-    row = row[: row.index("</tr>")]
+    row = row_of(member, "checkpoint-100")
     assert "2.0\xa0KB" in row
     assert "pinned" in row
     assert 'value="0"' in row
@@ -473,18 +464,16 @@ def test_the_submit_form_takes_torchrun_processes_resume_retention_and_datasets(
 
     response = client.post(
         "/scheduler/jobs/new/",
-        {
-            "workspace": cast.workspace.pk,
-            "name": "gpt",
-            "kind": "torchrun",
-            "command": "train.py --steps 10",
-            "nodes": 1,
-            "gpus_per_node": 4,
-            "procs_per_node": 2,
-            "priority": "normal",
-            "checkpoint_keep": 5,
-            "datasets": " corpus@1, ,",
-        },
+        job_form(
+            cast.workspace,
+            name="gpt",
+            kind="torchrun",
+            command="train.py --steps 10",
+            gpus_per_node=4,
+            procs_per_node=2,
+            checkpoint_keep=5,
+            datasets=" corpus@1, ,",
+        ),
     )
 
     job = Job.objects.get()
@@ -514,23 +503,13 @@ def test_the_submit_form_shows_training_errors_on_their_fields(
     field: str,
     message: str,
 ) -> None:
-    data = {
-        "workspace": cast.workspace.pk,
-        "name": "x",
-        "command": "train.py",
-        "nodes": 1,
-        "gpus_per_node": 1,
-        "priority": "normal",
-        "resume": "on",
-        **change,
-    }
+    data = job_form(cast.workspace, command="train.py", resume="on", **change)
 
     response = session_client(cast.member).post("/scheduler/jobs/new/", data)
 
     page = html(response)
     assert response.status_code == 400
-    label = page[page.index(f'name="{field}"') :]
-    error = label[: label.index("</label>")]
+    error = field_label(page, field)
     assert 'class="error"' in error
     assert message in error
     assert not Job.objects.exists()

@@ -6,7 +6,6 @@
   var source = document.getElementById("job-live-config");
   if (!source || !window.PodiumLive) { return; }
   var config = JSON.parse(source.textContent);
-  var opened = false;
   var REFRESHED = ["job-state", "job-training-panels"];
 
   function refresh() {
@@ -24,7 +23,6 @@
     // The job may have changed between the page's rendering (or the last connection) and
     // now: fetch its state again.
     refresh();
-    if (window.PodiumJobTraining) { window.PodiumJobTraining.onOpen(opened); }
-    opened = true;
+    if (window.PodiumJobTraining) { window.PodiumJobTraining.onOpen(); }
   });
 })();

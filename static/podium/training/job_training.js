@@ -99,13 +99,14 @@
 
     function toBottom() { box.scrollTop = box.scrollHeight; }
 
+    // Drops the oldest lines beyond maxLines (counted once, not after every removal).
     function trim() {
-      var removed = false;
-      while (lineCount() > config.maxLines) {
+      var excess = lineCount() - config.maxLines;
+      if (excess <= 0) { return; }
+      while (excess > 0 && list.firstElementChild) {
+        if (list.firstElementChild.classList.contains("line")) { excess -= 1; }
         list.removeChild(list.firstElementChild);
-        removed = true;
       }
-      if (!removed) { return; }
       while (list.firstElementChild && list.firstElementChild.className === "sep") {
         var next = list.firstElementChild.nextElementSibling;
         if (next && next.className === "sep") { list.removeChild(list.firstElementChild); } else { break; }
@@ -428,9 +429,9 @@
       getJSON(config.urls.job_gpus, {since: until}).then(function (answer) {
         var keys = Object.keys(answer.traces);
         var indices = [], xs = [], ys = [];
-        var unknown = keys.some(function (key) {
-          return el.data.findIndex(function (t) { return t.meta && t.meta.key === key; }) === -1;
-        });
+        var traceIndex = {};
+        el.data.forEach(function (t, i) { if (t.meta) { traceIndex[t.meta.key] = i; } });
+        var unknown = keys.some(function (key) { return traceIndex[key] === undefined; });
         if (unknown) { load(); return; }
         keys.forEach(function (key) {
           var trace = answer.traces[key];
@@ -440,7 +441,7 @@
           });
           if (!x.length) { return; }
           lastX[key] = x[x.length - 1];
-          indices.push(el.data.findIndex(function (t) { return t.meta && t.meta.key === key; }));
+          indices.push(traceIndex[key]);
           xs.push(x);
           ys.push(y);
         });
