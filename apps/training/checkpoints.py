@@ -1,15 +1,17 @@
 """A job's checkpoints on storage, as the console knows them.
 
-A job writes ``<PODIUM_CHECKPOINT_ROOT>/job-<id>/<step>/`` through ``podium.sdk``; the console
-reads the same storage. ``Checkpoint`` rows mirror what ``checkpoints_sync`` last found
-there (complete or not, and why not) and what the SDK announced as it saved. A resume
-uses ``resume_point``: the newest checkpoint that is complete when read at that moment,
-its checksums verified when it is small enough (else its file sizes). An interrupted
-write never appears: the SDK writes into a hidden directory and renames it last.
+A job writes ``<PODIUM_CHECKPOINT_ROOT>/job-<id>/<step>/`` through ``podium.sdk``; the
+console reads the same storage. ``Checkpoint`` rows mirror what ``checkpoints_sync`` last
+found there (complete or not, and why not) and what the SDK announced as it saved. A resume
+uses ``resume_point``: the newest checkpoint that is complete when read at that moment and
+was not found corrupt. An interrupted write never appears: the SDK writes into a hidden
+directory and renames it last.
 
-``checkpoints_prune`` keeps each job's newest ``checkpoint_keep`` complete checkpoints
-(the setting's default when the job names none), plus pinned ones, and removes the rest;
-when an attempt starts it also removes what writes cut short by the previous one left.
+After each new checkpoint a worker runs ``checkpoints_prune``: it verifies the checksums
+of the checkpoints not verified yet (so that ``resume_point``, in the scheduling pass,
+checks only sizes), keeps the job's newest ``checkpoint_keep`` complete checkpoints (the
+setting's default when the job names none) plus pinned ones, and removes the rest; when
+an attempt starts it also removes what writes cut short by the previous one left.
 """
 
 import logging
@@ -66,7 +68,7 @@ def checkpoints_sync(job_id: int) -> list[Checkpoint]:
             entry = found.get(row.step)
             row.checked_at = now
             row.deleted = entry is None
-            if entry is not None:
+            if entry is not None and not row.corrupt:
                 row.path = str(entry.path)
                 row.complete = entry.complete
                 row.problem = entry.problem[:300]
@@ -98,15 +100,28 @@ class ResumePoint:
 
 
 def resume_point(job_id: int) -> ResumePoint | None:
-    """The newest checkpoint of the job that is complete now, or None."""
+    """The newest checkpoint of the job that is complete now, or None.
+
+    This runs in the scheduling pass, so it reads checksums only of a checkpoint no worker
+    verified yet (and then only up to ``CHECKPOINT_VERIFY_MAX_BYTES``); file sizes are
+    always checked, and one found corrupt is never offered.
+    """
     limit = settings.PODIUM["CHECKPOINT_VERIFY_MAX_BYTES"]
+    known = {
+        step: (verified_at, corrupt, problem)
+        for step, verified_at, corrupt, problem in Checkpoint.objects.filter(
+            job_id=job_id, deleted=False
+        ).values_list("step", "verified_at", "corrupt", "problem")
+    }
     skipped: list[str] = []
     for entry in scan(job_checkpoint_dir(job_id)):
-        if not entry.complete:
-            skipped.append(f"step {entry.step}: {entry.problem}")
+        verified_at, corrupt, problem = known.get(entry.step, (None, False, ""))
+        if corrupt or not entry.complete:
+            skipped.append(f"step {entry.step}: {problem if corrupt else entry.problem}")
             continue
+        verify = verified_at is None and entry.size_bytes <= limit
         try:
-            checkpoint = validate(entry.path, verify=entry.size_bytes <= limit)
+            checkpoint = validate(entry.path, verify=verify)
         except CheckpointError as error:
             skipped.append(f"step {entry.step}: {error}")
             continue
@@ -140,6 +155,8 @@ def checkpoint_announced(
             "file_count": file_count,
             "complete": True,
             "problem": "",
+            "verified_at": None,
+            "corrupt": False,
             "deleted": False,
             "written_at": at,
         },
@@ -168,6 +185,30 @@ def leftovers_remove(job_id: int, *, before: float) -> int:
     return removed
 
 
+def checkpoint_keep_of(job: Job) -> int:
+    """How many complete checkpoints the job keeps besides pinned ones."""
+    return int(job.checkpoint_keep or settings.PODIUM["CHECKPOINT_KEEP"])
+
+
+def checkpoints_verify(job_id: int) -> list[int]:
+    """Read every file of the job's complete checkpoints not verified yet against their
+    manifests' checksums (a worker's job, off the scheduling pass); mark the ones that
+    do not match corrupt. Return the steps found corrupt."""
+    rows = Checkpoint.objects.filter(
+        job_id=job_id, complete=True, deleted=False, verified_at__isnull=True
+    ).order_by("-step")
+    corrupt: list[int] = []
+    for row in rows:
+        try:
+            validate(row.path, verify=True)
+        except CheckpointError as error:
+            row.complete, row.corrupt, row.problem = False, True, str(error)[:300]
+            corrupt.append(row.step)
+        row.verified_at = timezone.now()
+        row.save(update_fields=["complete", "corrupt", "problem", "verified_at"])
+    return corrupt
+
+
 def checkpoints_prune(job_id: int, *, leftovers_before: float | None = None) -> list[int]:
     """Remove the job's complete checkpoints beyond the newest ones it keeps (pinned ones
     stay) and, given ``leftovers_before``, the writes cut short before then; return the
@@ -179,9 +220,11 @@ def checkpoints_prune(job_id: int, *, leftovers_before: float | None = None) -> 
         count = leftovers_remove(job_id, before=leftovers_before)
         if count:
             logger.info("job %s: removed %d unfinished checkpoint writes", job_id, count)
-    keep = int(job.checkpoint_keep or settings.PODIUM["CHECKPOINT_KEEP"])
-    rows = checkpoints_sync(job_id)
-    unpinned = [c for c in rows if c.complete and not c.deleted and not c.pinned]
+    keep = checkpoint_keep_of(job)
+    checkpoints_sync(job_id)
+    checkpoints_verify(job_id)
+    rows = Checkpoint.objects.filter(job_id=job_id, deleted=False).order_by("-step")
+    unpinned = [c for c in rows if c.complete and not c.pinned]
     removed: list[int] = []
     for row in unpinned[keep:]:
         path = Path(row.path)

@@ -4,7 +4,6 @@ through ``{% job_training job %}``; the panels' partial view refreshes the same 
 
 from typing import Any
 
-from django.conf import settings
 from django.urls import reverse
 
 from apps.accounts.selectors import User
@@ -12,6 +11,7 @@ from apps.scheduler import selectors as scheduler_selectors
 from apps.scheduler.lifecycle import TERMINAL_STATES
 from apps.scheduler.models import Job
 from apps.training import charts, selectors
+from apps.training.checkpoints import checkpoint_keep_of
 from apps.training.selectors.recent import LOG_TAIL_MAX
 
 # Lines of output the page keeps; older ones are loaded on demand.
@@ -31,7 +31,7 @@ def job_panels_context(*, user: User, job: Job) -> dict[str, Any]:
         "job": job,
         "goodput": goodput,
         "checkpoints": selectors.job_checkpoints(job=job),
-        "checkpoint_keep": job.checkpoint_keep or settings.PODIUM["CHECKPOINT_KEEP"],
+        "checkpoint_keep": checkpoint_keep_of(job),
         "can_pin": scheduler_selectors.job_can_act(user=user, job=job),
         "launch_env": _launch_rows(job),
         "active": job.state not in TERMINAL_STATES,

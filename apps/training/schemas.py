@@ -44,6 +44,8 @@ class CheckpointOut(Schema):
     complete: bool
     problem: str
     pinned: bool
+    corrupt: bool = Field(description="Its files did not match the manifest's checksums.")
+    verified_at: datetime | None = Field(description="When its checksums were read.")
     written_at: datetime
     checked_at: datetime | None
     resumed_count: int

@@ -332,3 +332,24 @@ def test_a_requeued_job_whose_dataset_was_deleted_says_so_on_its_timeline(
     assert "PODIUM_DATASET_CORPUS" not in start["env"]
     missing = job.events.get(kind="dataset_missing", attempt=2)
     assert missing.reason == "dataset corpus@1 was deleted: PODIUM_DATASET_CORPUS is not set"
+
+
+def test_a_worker_verifies_new_checkpoints_and_one_found_corrupt_is_never_offered(
+    workspace: Workspace, pool: Pool, checkpoint_root: Path
+) -> None:
+    job = submit(workspace, pool)
+    save(checkpoint_root, job, 10, b"good")
+    corrupt = save(checkpoint_root, job, 20, b"good")
+    (corrupt / "model.bin").write_bytes(b"evil")
+
+    checkpoints_prune(job.pk)
+    checkpoints_sync(job.pk)
+
+    row = Checkpoint.objects.get(job=job, step=20)
+    assert (row.complete, row.corrupt) == (False, True)
+    assert "model.bin" in row.problem
+    assert Checkpoint.objects.get(job=job, step=10).verified_at is not None
+    point = resume_point(job.pk)
+    assert point is not None
+    assert point.step == 10
+    assert "step 20" in point.skipped[0]

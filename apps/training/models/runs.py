@@ -65,6 +65,10 @@ class Checkpoint(models.Model):
     file_count = models.PositiveIntegerField(default=0)
     complete = models.BooleanField(default=False)  # manifest present and files match it
     problem = models.CharField(max_length=300, blank=True)  # why it is not complete
+    # When a worker read every file against the manifest's checksums; ``corrupt`` when
+    # one did not match (the checkpoint is then never offered again).
+    verified_at = models.DateTimeField(null=True, blank=True)
+    corrupt = models.BooleanField(default=False)
     pinned = models.BooleanField(default=False)
     deleted = models.BooleanField(default=False)  # pruned, or gone from storage
     written_at = models.DateTimeField()
