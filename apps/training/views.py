@@ -18,7 +18,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from apps.accounts.selectors import User, workspace_get, workspace_list
+from apps.accounts.selectors import User, workspace_get, workspace_list, workspaces_acting
 from apps.monitoring import selectors as monitoring_selectors
 from apps.scheduler import selectors as scheduler_selectors
 from apps.scheduler import services as scheduler_services
@@ -117,11 +117,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
         "rows": [_job_row(job, reports.get(job.pk), goodputs[job.pk]) for job in jobs],
         "per_workspace": per_workspace,
         "goodput_days": GOODPUT_DAYS,
-        "submit_workspaces": [
-            w
-            for w in workspaces
-            if user.is_platform_admin or w.my_role in scheduler_selectors.ACTING_ROLES  # type: ignore[attr-defined]
-        ],
+        "submit_workspaces": workspaces_acting(user=user, workspaces=workspaces),
         "any_workspace": bool(workspaces),
         "examples": EXAMPLES,
         "gpus_connected": _gpus_connected(user),

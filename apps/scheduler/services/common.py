@@ -5,7 +5,7 @@ from typing import Any
 from django.db.models import Count
 
 from apps.accounts.models import Role, User, Workspace
-from apps.accounts.selectors import membership_role
+from apps.accounts.selectors import ACTING_ROLES, membership_role
 from apps.monitoring.models import Gpu, Node
 from apps.monitoring.selectors import node_can_manage
 from apps.scheduler.models import Pool
@@ -15,7 +15,7 @@ from apps.system.errors import ApplicationError, PermissionDeniedError
 def act_check(actor: User, workspace: Workspace, what: str) -> Role:
     """Members and admins act on a workspace's jobs; viewers get PermissionDeniedError."""
     role = membership_role(user=actor, workspace=workspace)
-    if role not in (Role.ADMIN, Role.MEMBER):
+    if role not in ACTING_ROLES:
         raise PermissionDeniedError(f"Viewers cannot {what}.")
     return role
 
