@@ -8,6 +8,7 @@ from django.db.models import Max
 
 from apps.scheduler.models import Job
 from apps.training.models import LogLine, MetricPoint
+from apps.training.selectors.runs import log_lines_filtered
 
 LOG_TAIL_MAX = 5000
 
@@ -31,13 +32,7 @@ def job_log_tail(
 ) -> LogPage:
     """The newest ``limit`` output lines of the job (before the row id ``before``, if
     given), of one rank or attempt, containing ``q``."""
-    lines = LogLine.objects.filter(job=job)
-    if rank is not None:
-        lines = lines.filter(rank=rank)
-    if attempt is not None:
-        lines = lines.filter(attempt=attempt)
-    if q:
-        lines = lines.filter(line__icontains=q)
+    lines = log_lines_filtered(job=job, rank=rank, attempt=attempt, q=q)
     if before is not None:
         lines = lines.filter(pk__lt=before)
     limit = max(1, min(limit, LOG_TAIL_MAX))

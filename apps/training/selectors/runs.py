@@ -36,15 +36,25 @@ class LogQuery:
     limit: int = 1000
 
 
+def log_lines_filtered(
+    *, job: Job, rank: int | None = None, attempt: int | None = None, q: str = ""
+) -> QuerySet[LogLine]:
+    """The job's output lines of one rank or attempt (when given) that contain ``q``."""
+    lines = LogLine.objects.filter(job=job)
+    if rank is not None:
+        lines = lines.filter(rank=rank)
+    if attempt is not None:
+        lines = lines.filter(attempt=attempt)
+    if q:
+        lines = lines.filter(line__icontains=q)
+    return lines
+
+
 def job_log_lines(*, job: Job, query: LogQuery) -> list[LogLine]:
     """Output lines of the job in the order they were stored, after ``query.after``."""
-    lines = LogLine.objects.filter(job=job, pk__gt=query.after)
-    if query.rank is not None:
-        lines = lines.filter(rank=query.rank)
-    if query.attempt is not None:
-        lines = lines.filter(attempt=query.attempt)
-    if query.q:
-        lines = lines.filter(line__icontains=query.q)
+    lines = log_lines_filtered(job=job, rank=query.rank, attempt=query.attempt, q=query.q).filter(
+        pk__gt=query.after
+    )
     limit = max(1, min(query.limit, LOG_PAGE_MAX))
     return list(lines.order_by("pk")[:limit])
 
