@@ -14,6 +14,7 @@ from apps.monitoring.models import AlertChannel, AlertDelivery, GpuRollup, GpuSa
 from apps.monitoring.templatetags.monitoring_units import mib, watts
 from tests.conftest import Cast
 from tests.monitoring.factories import event_create, node_create
+from tests.pages import html
 
 pytestmark = pytest.mark.django_db
 
@@ -31,10 +32,6 @@ def mine(cast: Cast) -> Node:
 @pytest.fixture
 def theirs(cast: Cast) -> Node:
     return node_create("speech-1", workspace=cast.other_workspace)
-
-
-def html(response: Any) -> str:
-    return response.content.decode()
 
 
 # Overview ----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from apps.monitoring.models import Node
 from apps.scheduler import selectors
 from apps.scheduler.models import Job, NodeSchedule, Pool, Quota
 from tests.conftest import Cast
+from tests.pages import field_label, html, job_form, row_of
 from tests.scheduler.factories import job_create, pool_create, quota_create, scheduled_node_create
 
 pytestmark = pytest.mark.django_db
@@ -46,10 +47,6 @@ def queued(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
-def html(response: Any) -> str:
-    return response.content.decode()
-
-
 def csrf_of(client: Client, url: str) -> str:
     """The CSRF token a page hands the browser (the page sets the cookie)."""
     assert client.get(url).status_code == 200
@@ -73,8 +70,7 @@ def test_the_queue_shows_why_each_job_waits_and_what_runs(
     assert response.status_code == 200
     assert f'id="queue-pool-{pool.pk}"' in page
     assert f'data-pool-live="{pool.pk}"' in page
-    row = page[page.index(f'id="queue-job-{waiting.pk}"') :]
-    row = row[: row.index("</tr>")]
+    row = row_of(page, f"queue-job-{waiting.pk}")
     assert "pretrain" in row
     assert "2 x 8" in row
     assert ">3<" in row
@@ -282,22 +278,13 @@ def test_the_submit_form_shows_errors_by_field(
     field: str,
     message: str,
 ) -> None:
-    data = {
-        "workspace": cast.workspace.pk,
-        "name": "x",
-        "command": "true",
-        "nodes": 1,
-        "gpus_per_node": 1,
-        "priority": "normal",
-        **change,
-    }
-
-    response = session_client(cast.member).post("/scheduler/jobs/new/", data)
+    response = session_client(cast.member).post(
+        "/scheduler/jobs/new/", job_form(cast.workspace, **change)
+    )
 
     page = html(response)
     assert response.status_code == 400
-    label = page[page.index(f'name="{field}"') :]
-    error = label[: label.index("</label>")]
+    error = field_label(page, field)
     assert 'class="error"' in error
     assert message in error
     assert not Job.objects.exists()
@@ -395,8 +382,7 @@ def test_the_pool_page_draws_usage_bars_the_queue_and_nodes(
     assert f'hx-get="/scheduler/pools/{pool.pk}/usage/"' in page
     assert 'hx-trigger="every 5s, pool-changed delay:250ms"' in page
     assert f'id="usage-{cast.workspace.pk}"' in page
-    bar = page[page.index(f'id="usage-{cast.workspace.pk}"') :]
-    bar = bar[: bar.index("</tr>")]
+    bar = row_of(page, f"usage-{cast.workspace.pk}")
     assert 'class="guarantee" style="width: 26.67%"' in bar
     assert 'class="seg within" style="width: 26.67%"' in bar
     assert 'class="seg borrowed" style="width: 13.33%"' in bar

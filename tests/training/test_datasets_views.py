@@ -15,16 +15,13 @@ from apps.scheduler.models import Job
 from apps.training.models import Dataset, DatasetVersion
 from apps.training.services.dataset_jobs import job_datasets_attach
 from tests.conftest import Cast
+from tests.pages import html
 from tests.scheduler.factories import job_create, pool_create
 from tests.training.conftest import DatasetRoots
 
 pytestmark = pytest.mark.django_db
 
 LIST = "/training/datasets/"
-
-
-def html(response: Any) -> str:
-    return response.content.decode()
 
 
 def test_the_list_shows_the_workspaces_datasets_and_their_newest_version(
