@@ -18,6 +18,21 @@ from tests.e2e.conftest import ROOT, Console
 
 T = TypeVar("T")
 
+# Fault timings for modules that kill nodes: a silent node is suspect after 3 s and lost
+# after 5 s, a scheduling pass runs every second, and no local agent joins.
+SUSPECT_AFTER = 3.0
+LOST_AFTER = 5.0
+PASS_INTERVAL = 1.0
+# Sweeps run every second; an agent's last message may be up to a batch interval old.
+DETECTION = LOST_AFTER + 1.0 + 1.0
+FAULT_SETTINGS = {
+    "PODIUM_NODE_SUSPECT_AFTER": str(SUSPECT_AFTER),
+    "PODIUM_NODE_LOST_AFTER": str(LOST_AFTER),
+    "PODIUM_SCHEDULER_INTERVAL": str(PASS_INTERVAL),
+    "PODIUM_TELEMETRY_FLUSH_INTERVAL": "1",
+    "PODIUM_LOCAL_AGENT": "0",
+}
+
 
 @dataclass
 class Agents:
@@ -45,6 +60,7 @@ class Agents:
         proc.wait(timeout=10)
 
     def stop_all(self) -> None:
+        """SIGTERM every agent, then SIGKILL those still running after 10 s."""
         for proc in self.procs.values():
             proc.send_signal(signal.SIGTERM)
         for proc in self.procs.values():

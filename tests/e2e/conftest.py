@@ -28,7 +28,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psutil
@@ -39,6 +39,9 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, Route, sync_playw
 from psycopg import sql
 
 from tests.redis_keys import podium_keys_delete, redis_url_on_db
+
+if TYPE_CHECKING:
+    from tests.e2e.agents import Agents
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -493,3 +496,37 @@ def page(browser: Browser, console: Console, guard: PageGuard) -> Iterator[Page]
     yield page
     context.close()
     guard.assert_clean()
+
+
+# Agents ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def token(console: Console) -> str:
+    """The first admin's API token on this module's console."""
+    return console.token(ADMIN_USER, ADMIN_PASSWORD)
+
+
+@pytest.fixture(scope="module")
+def workspace_id(console: Console, token: str, request: pytest.FixtureRequest) -> int:
+    """A workspace of this module's own, named by the module's ``WORKSPACE``."""
+    name = request.module.WORKSPACE
+    status, body = console.api("POST", "/api/workspaces", token=token, body={"name": name})
+    assert status == 201, body
+    return int(body["id"])
+
+
+@pytest.fixture(scope="module")
+def agents(
+    console: Console,
+    token: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> Iterator["Agents"]:
+    """One simulated 8-GPU agent per name in the module's ``AGENTS``, every node ready."""
+    # Imported here: tests.e2e.agents imports this module.
+    from tests.e2e.agents import agents_running
+
+    root = tmp_path_factory.mktemp("agents")
+    with agents_running(console, token, request.module.AGENTS, root) as running:
+        yield running

@@ -3,56 +3,35 @@
 
 import sys
 import time
-from collections.abc import Iterator
 
 import psutil
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.agents import Agents, Partition, agents_running, nodes_by_name, nodes_ready, wait_for
+from tests.e2e.agents import (
+    DETECTION,
+    FAULT_SETTINGS,
+    LOST_AFTER,
+    PASS_INTERVAL,
+    Agents,
+    Partition,
+    nodes_by_name,
+    nodes_ready,
+    wait_for,
+)
 from tests.e2e.conftest import ADMIN_PASSWORD, ADMIN_USER, Console, PageGuard
 from tests.e2e.jobs import cancel, event_kinds, job_get, running_on, submit
 from tests.e2e.test_browser import sign_in
 
 pytestmark = pytest.mark.e2e
 
-SUSPECT_AFTER = 3.0
-LOST_AFTER = 5.0
-PASS_INTERVAL = 1.0
-# Sweeps run every second; an agent's last message may be up to a batch interval old.
-DETECTION = LOST_AFTER + 1.0 + 1.0
 AGENTS = ("sched-a", "sched-b")
+WORKSPACE = "Research"
 
 
 @pytest.fixture(scope="module")
 def console_settings() -> dict[str, str]:
-    return {
-        "PODIUM_NODE_SUSPECT_AFTER": str(SUSPECT_AFTER),
-        "PODIUM_NODE_LOST_AFTER": str(LOST_AFTER),
-        "PODIUM_SCHEDULER_INTERVAL": str(PASS_INTERVAL),
-        "PODIUM_TELEMETRY_FLUSH_INTERVAL": "1",
-        "PODIUM_LOCAL_AGENT": "0",
-    }
-
-
-@pytest.fixture(scope="module")
-def token(console: Console) -> str:
-    return console.token(ADMIN_USER, ADMIN_PASSWORD)
-
-
-@pytest.fixture(scope="module")
-def workspace_id(console: Console, token: str) -> int:
-    status, body = console.api("POST", "/api/workspaces", token=token, body={"name": "Research"})
-    assert status == 201, body
-    return int(body["id"])
-
-
-@pytest.fixture(scope="module")
-def agents(
-    console: Console, token: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Agents]:
-    with agents_running(console, token, AGENTS, tmp_path_factory.mktemp("agents")) as running:
-        yield running
+    return FAULT_SETTINGS
 
 
 def test_a_command_job_runs_on_a_simulated_node_and_succeeds(

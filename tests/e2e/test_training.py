@@ -12,8 +12,16 @@ from pathlib import Path
 import pytest
 
 from podium import sdk
-from tests.e2e.agents import Agents, agents_running, nodes_by_name, nodes_ready, wait_for
-from tests.e2e.conftest import ADMIN_PASSWORD, ADMIN_USER, Console
+from tests.e2e.agents import (
+    DETECTION,
+    FAULT_SETTINGS,
+    PASS_INTERVAL,
+    Agents,
+    nodes_by_name,
+    nodes_ready,
+    wait_for,
+)
+from tests.e2e.conftest import Console
 from tests.e2e.jobs import job_get, submit
 from tests.e2e.training import (
     TINY_GPT,
@@ -28,17 +36,14 @@ from tests.e2e.training import (
     steps_of,
     timeline,
     timeline_text,
+    two_node_torchrun_submit,
     wait_step,
 )
 
 pytestmark = pytest.mark.e2e
 
-SUSPECT_AFTER = 3.0
-LOST_AFTER = 5.0
-PASS_INTERVAL = 1.0
-# Sweeps run every second; an agent's last message may be up to a batch interval old.
-DETECTION = LOST_AFTER + 1.0 + 1.0
 AGENTS = ("train-a", "train-b")
+WORKSPACE = "Training"
 GRACE = 2.0
 
 # Trains to the step in argv[1], reporting every step and checkpointing every 5, and
@@ -87,33 +92,7 @@ SMALL_GPT = "--n-layer 1 --n-head 2 --n-embd 32 --block-size 32 --batch-size 8"
 
 @pytest.fixture(scope="module")
 def console_settings() -> dict[str, str]:
-    return {
-        "PODIUM_NODE_SUSPECT_AFTER": str(SUSPECT_AFTER),
-        "PODIUM_NODE_LOST_AFTER": str(LOST_AFTER),
-        "PODIUM_SCHEDULER_INTERVAL": str(PASS_INTERVAL),
-        "PODIUM_TELEMETRY_FLUSH_INTERVAL": "1",
-        "PODIUM_LOCAL_AGENT": "0",
-    }
-
-
-@pytest.fixture(scope="module")
-def token(console: Console) -> str:
-    return console.token(ADMIN_USER, ADMIN_PASSWORD)
-
-
-@pytest.fixture(scope="module")
-def workspace_id(console: Console, token: str) -> int:
-    status, body = console.api("POST", "/api/workspaces", token=token, body={"name": "Training"})
-    assert status == 201, body
-    return int(body["id"])
-
-
-@pytest.fixture(scope="module")
-def agents(
-    console: Console, token: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Agents]:
-    with agents_running(console, token, AGENTS, tmp_path_factory.mktemp("agents")) as running:
-        yield running
+    return FAULT_SETTINGS
 
 
 @pytest.fixture
@@ -222,17 +201,7 @@ def test_a_two_node_torchrun_job_on_the_cpu_finds_its_ranks_over_gloo(
     pytest.importorskip("torch")
     script = tmp_path / "ranks.py"
     script.write_text(RANKS)
-    job = submit(
-        console,
-        token,
-        workspace_id,
-        name="ranks",
-        kind="torchrun",
-        command=str(script),
-        nodes=2,
-        gpus_per_node=1,
-        procs_per_node=1,
-    )
+    job = two_node_torchrun_submit(console, token, workspace_id, name="ranks", command=str(script))
 
     done = finished(console, token, job["id"], 90)
 
@@ -253,16 +222,12 @@ def test_tiny_gpt_trains_across_two_nodes_with_torchrun(
 ) -> None:
     pytest.importorskip("torch")
     steps = 20
-    job = submit(
+    job = two_node_torchrun_submit(
         console,
         token,
         workspace_id,
         name="tiny-gpt",
-        kind="torchrun",
         command=f"{TINY_GPT} --steps {steps} --checkpoint-every 10 {SMALL_GPT}",
-        nodes=2,
-        gpus_per_node=1,
-        procs_per_node=1,
         env={"OMP_NUM_THREADS": "1"},
     )
 

@@ -13,7 +13,7 @@ import pytest
 
 from tests.e2e.agents import Agents, wait_for
 from tests.e2e.conftest import ROOT, Console
-from tests.e2e.jobs import job_get
+from tests.e2e.jobs import job_get, submit
 
 PLAIN = ROOT / "examples" / "plain" / "train.py"
 TINY_GPT = ROOT / "examples" / "tiny_gpt" / "train.py"
@@ -26,6 +26,14 @@ def plain_command(*, steps: int, checkpoint_every: int, step_sleep: float) -> st
         f"python {PLAIN} --steps {steps} --checkpoint-every {checkpoint_every} "
         f"--step-sleep {step_sleep:g}"
     )
+
+
+def two_node_torchrun_submit(
+    console: Console, token: str, workspace_id: int, **fields: Any
+) -> dict[str, Any]:
+    """Submit a torchrun job of one process on one GPU on each of two nodes."""
+    shape = {"kind": "torchrun", "nodes": 2, "gpus_per_node": 1, "procs_per_node": 1}
+    return submit(console, token, workspace_id, **shape, **fields)
 
 
 def metric_points(console: Console, token: str, job_id: int) -> list[dict[str, Any]]:

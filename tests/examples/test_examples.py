@@ -5,6 +5,7 @@ Each run gets the environment a Podium job process would: the repository on PYTH
 it resumes. The SDK's ``@podium`` marker lines on stdout are what the tests read.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -131,21 +133,29 @@ def wait_for_checkpoint(checkpoints: Path, process: subprocess.Popen[Any]) -> No
         time.sleep(0.05)
 
 
-def test_plain_sigterm_saves_the_current_step_and_exits_0(tmp_path: Path) -> None:
-    checkpoints, output = tmp_path / "checkpoints", tmp_path / "stdout.txt"
-    command = [sys.executable, str(PLAIN), "--steps", "10000", "--checkpoint-every", "5"]
+@contextlib.contextmanager
+def checkpointed(
+    command: list[str], checkpoints: Path, output: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``command`` running as a job would, its stdout into ``output``, once it has written
+    its first checkpoint; killed after the block if still running."""
     with output.open("w") as stdout:
-        process = subprocess.Popen(
-            [*command, "--step-sleep", "0.02"], env=job_env(checkpoints), stdout=stdout
-        )
+        process = subprocess.Popen(command, env=job_env(checkpoints), stdout=stdout)
         try:
             wait_for_checkpoint(checkpoints, process)
-            time.sleep(0.13)  # a few steps past the checkpoint
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=30) == 0
+            yield process
         finally:
             process.kill()
             process.wait()
+
+
+def test_plain_sigterm_saves_the_current_step_and_exits_0(tmp_path: Path) -> None:
+    checkpoints, output = tmp_path / "checkpoints", tmp_path / "stdout.txt"
+    command = [sys.executable, str(PLAIN), "--steps", "10000", "--checkpoint-every", "5"]
+    with checkpointed([*command, "--step-sleep", "0.02"], checkpoints, output) as process:
+        time.sleep(0.13)  # a few steps past the checkpoint
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
 
     text = output.read_text()
     last = max(losses(text))
@@ -195,17 +205,11 @@ def test_tiny_gpt_sigterm_to_one_rank_stops_every_rank_after_a_checkpoint(tmp_pa
     pytest.importorskip("torch")
     checkpoints, output = tmp_path / "checkpoints", tmp_path / "stdout.txt"
     command = torchrun("--steps", "10000", "--checkpoint-every", "3", "--step-sleep", "0.05")
-    with output.open("w") as stdout:
-        launcher = subprocess.Popen(command, env=job_env(checkpoints), stdout=stdout)
-        try:
-            wait_for_checkpoint(checkpoints, launcher)
-            workers = psutil.Process(launcher.pid).children()
-            rank_1 = next(w for w in workers if w.environ().get("RANK") == "1")
-            rank_1.send_signal(signal.SIGTERM)
-            assert launcher.wait(timeout=60) == 0
-        finally:
-            launcher.kill()
-            launcher.wait()
+    with checkpointed(command, checkpoints, output) as launcher:
+        workers = psutil.Process(launcher.pid).children()
+        rank_1 = next(w for w in workers if w.environ().get("RANK") == "1")
+        rank_1.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=60) == 0
 
     text = output.read_text()
     last = max(losses(text))
