@@ -40,7 +40,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -50,6 +49,7 @@ from typing import Any, TypeVar
 import psutil
 
 from bench.startup import console_down, console_up
+from bench.telemetry import _api
 from podium.sdk import marker_parse
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +79,6 @@ TARGETS = {
     "ettr": 0.90,
 }
 WAIT_TIMEOUT = 60.0
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 T = TypeVar("T")
 
@@ -125,15 +124,8 @@ class Cluster:
     agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def api(self, method: str, path: str, body: Any = None) -> Any:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            self.base + path, data=data, method=method, headers=headers
-        )
-        with _NO_PROXY.open(request, timeout=30) as response:
-            return json.load(response)
+        """The decoded JSON answer, with the admin token once there is one."""
+        return _api(self.base, method, path, self.token or None, body)
 
     def state_dir(self, name: str) -> Path:
         return self.root / "agents" / name

@@ -37,7 +37,6 @@ import tempfile
 import threading
 import time
 import urllib.error
-import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,7 +47,7 @@ import psutil
 from apps.scheduler.engine import PRIORITIES, schedule
 from bench.scheduler_engine import synthetic_snapshot, verify
 from bench.startup import console_down, console_up
-from bench.telemetry import _cpu_rss
+from bench.telemetry import _api, _cpu_rss
 
 NODES = 1000
 GPUS_PER_NODE = 8
@@ -64,7 +63,6 @@ ADMIN_PASSWORD = "bench-Password-1"
 START_TIMEOUT = 120.0
 PROFILE_LINES = 30
 TARGET_PLACEMENTS_PER_S = 1000
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def _say(message: str) -> None:
@@ -488,16 +486,6 @@ def end_to_end_measure() -> dict[str, Any]:
 # 3. API ------------------------------------------------------------------------------
 
 
-def _call(base: str, method: str, path: str, token: str | None = None, body: Any = None) -> Any:
-    headers = {"Content-Type": "application/json", "Accept": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(base + path, data=data, method=method, headers=headers)
-    with _NO_PROXY.open(request, timeout=30) as response:
-        return json.load(response)
-
-
 class Submitter(threading.Thread):
     """One API client: submits jobs over one keep-alive connection until told to stop."""
 
@@ -550,7 +538,7 @@ class Submitter(threading.Thread):
 def _agents_ready(base: str, token: str, count: int) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
-        if _call(base, "GET", "/api/nodes?state=ready&limit=500", token)["count"] >= count:
+        if _api(base, "GET", "/api/nodes?state=ready&limit=500", token)["count"] >= count:
             return
         time.sleep(0.5)
     raise RuntimeError(f"fewer than {count} nodes became ready")
@@ -562,7 +550,7 @@ def _submit_ready(base: str, token: str, workspace_id: int) -> None:
     body = {"workspace_id": workspace_id, "name": "probe", "command": "true"}
     while True:
         try:
-            _call(base, "POST", "/api/jobs", token, body)
+            _api(base, "POST", "/api/jobs", token, body)
             return
         except urllib.error.HTTPError as exc:
             if time.monotonic() > deadline:
@@ -615,12 +603,12 @@ def api_measure() -> dict[str, Any]:
     base = f"http://127.0.0.1:{port}"
     agent = None
     try:
-        token = _call(
+        token = _api(
             base, "POST", "/api/auth/token",
             body={"username": "admin", "password": ADMIN_PASSWORD, "name": "bench"},
         )["token"]  # fmt: skip
-        workspace_id = _call(base, "POST", "/api/workspaces", token, {"name": "bench"})["id"]
-        join = _call(base, "POST", "/api/join-tokens", token, {"name": "bench", "max_uses": 2})
+        workspace_id = _api(base, "POST", "/api/workspaces", token, {"name": "bench"})["id"]
+        join = _api(base, "POST", "/api/join-tokens", token, {"name": "bench", "max_uses": 2})
         argv = [sys.executable, "-m", "podium.agent", "--server", base, "--name", "sim"]
         argv += ["--state-dir", str(root / "agent"), "--simulate-gpus", str(GPUS_PER_NODE)]
         argv += ["--fleet", "2"]
@@ -641,7 +629,7 @@ def api_measure() -> dict[str, Any]:
         }
         procs["agent (2 nodes)"] = psutil.Process(agent.pid)
         measured = _submissions(port, token, workspace_id, procs)
-        listed = _call(base, "GET", f"/api/jobs?workspace_id={workspace_id}&limit=1", token)
+        listed = _api(base, "GET", f"/api/jobs?workspace_id={workspace_id}&limit=1", token)
         # The probe submission plus every accepted one must be there, once.
         measured["jobs_missing"] = 1 + measured["accepted_with_warmup"] - listed["count"]
     finally:
